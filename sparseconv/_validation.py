@@ -1,0 +1,38 @@
+"""Argument checks shared by every stage: one place that turns bad input into a clear error."""
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+import torch
+
+IntOrTriple = Union[int, Sequence[int]]
+
+
+def triple(value: IntOrTriple, name: str, minimum: int = 0) -> Tuple[int, int, int]:
+    """Normalise an int or a 3-sequence of ints to a tuple of 3 ints, each ``>= minimum``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a sequence of 3 ints, got bool")
+    if isinstance(value, int):
+        items = (value, value, value)
+    elif isinstance(value, (tuple, list, torch.Size)):
+        if len(value) != 3:
+            raise ValueError(f"{name} must have 3 entries (one per spatial axis), got {len(value)}: {tuple(value)}")
+        items = tuple(value)
+    else:
+        raise TypeError(f"{name} must be an int or a sequence of 3 ints, got {type(value).__name__}")
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must contain ints, got {items}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum} on every axis, got {items}")
+    return items  # type: ignore[return-value]
+
+
+def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if in_channels % groups:
+        raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
+    if out_channels % groups:
+        raise ValueError(f"out_channels ({out_channels}) must be divisible by groups ({groups})")

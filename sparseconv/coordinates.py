@@ -1,0 +1,110 @@
+"""CoordinateSet: the active sites of a sparse tensor, and the home of their kernel-map cache.
+
+Every :class:`~sparseconv.SparseTensor` points at one ``CoordinateSet``. Tensors that
+share coordinates (``st.replace(feats)``, the output of a submanifold conv, BatchNorm,
+activations) share the same object, so a kernel map built once for it is reused by
+every later layer that asks for the same :class:`~sparseconv.kernel_map.KernelMapKey`.
+The cache is keyed by the coordinate set's identity plus that key: never by a user
+string. Caches are not pickled (see :meth:`__getstate__`).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from .hashing import CoordinateHash, pack_coords
+
+
+class CoordinateSet:
+    """Immutable integer coordinates ``[N, 4]`` = ``(batch, x, y, z)`` in a grid.
+
+    Attributes:
+        coords: int64 ``[N, 4]``, unique rows, inside ``[0, batch_size) x spatial_shape``.
+        spatial_shape: ``(X, Y, Z)`` extent of the grid.
+        batch_size: number of batch entries (entries may be empty).
+        voxel_size: per-axis world size of one voxel, or ``None`` when unknown.
+        origin: world position of the min corner of voxel ``(0, 0, 0)``, or ``None``.
+            The centre of voxel ``c`` is ``origin + (c + 0.5) * voxel_size``.
+    """
+
+    def __init__(
+        self,
+        coords: torch.Tensor,
+        spatial_shape: Tuple[int, int, int],
+        batch_size: int,
+        voxel_size: Optional[Tuple[float, float, float]] = None,
+        origin: Optional[Tuple[float, float, float]] = None,
+    ):
+        self.coords = coords
+        self.spatial_shape = tuple(int(s) for s in spatial_shape)
+        self.batch_size = int(batch_size)
+        self.voxel_size = voxel_size
+        self.origin = origin
+        self._keys: Optional[torch.Tensor] = None
+        self._hash: Optional[CoordinateHash] = None
+        self._kernel_maps: Dict[object, object] = {}
+        # (KernelMapKey, finer CoordinateSet) pairs: the strided maps that produced this set,
+        # so an inverse conv can find its way back without being told.
+        self.produced_by: List[Tuple[object, "CoordinateSet"]] = []
+        self.kernel_map_builds = 0  # maps built on this set (for tests and analysis)
+
+    def __len__(self) -> int:
+        return self.coords.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.coords.device
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """Packed int64 keys of the coordinates (see :func:`sparseconv.hashing.pack_coords`)."""
+        if self._keys is None:
+            self._keys = pack_coords(self.coords, self.spatial_shape)
+        return self._keys
+
+    @property
+    def hash_table(self) -> CoordinateHash:
+        """The coordinate hash of this set, built on first use."""
+        if self._hash is None:
+            self._hash = CoordinateHash(self.keys)
+        return self._hash
+
+    def kernel_map(self, key):
+        """The :class:`~sparseconv.kernel_map.KernelMap` for ``key`` with this set as input, cached."""
+        kmap = self._kernel_maps.get(key)
+        if kmap is None:
+            from .kernel_map import build_kernel_map  # kernel_map imports this module
+
+            kmap = build_kernel_map(self, key)
+            self._kernel_maps[key] = kmap
+            self.kernel_map_builds += 1
+        return kmap
+
+    def cached_kernel_maps(self) -> Dict[object, object]:
+        return dict(self._kernel_maps)
+
+    def to(self, device: torch.device) -> "CoordinateSet":
+        if torch.device(device) == self.coords.device:
+            return self
+        return CoordinateSet(self.coords.to(device), self.spatial_shape, self.batch_size, self.voxel_size, self.origin)
+
+    def __getstate__(self):
+        # Hash tables and kernel maps are derived data: rebuild them after unpickling rather
+        # than carrying them into checkpoints or across processes.
+        return {
+            "coords": self.coords,
+            "spatial_shape": self.spatial_shape,
+            "batch_size": self.batch_size,
+            "voxel_size": self.voxel_size,
+            "origin": self.origin,
+        }
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def __repr__(self) -> str:
+        return (
+            f"CoordinateSet(num_sites={len(self)}, spatial_shape={self.spatial_shape}, "
+            f"batch_size={self.batch_size}, cached_maps={len(self._kernel_maps)})"
+        )
