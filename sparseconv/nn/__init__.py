@@ -1,0 +1,30 @@
+"""Sparse modules. Convolutions keep PyTorch's parameter layout; feature-wise modules are
+their torch counterparts applied to ``SparseTensor.feats``; ``torch.nn.Sequential`` of
+any of these works as is."""
+from .conv import SparseConv3d, SparseConvTranspose3d, SparseInverseConv3d, SubMConv3d
+from .pointwise import (
+    ELU,
+    GELU,
+    BatchNorm,
+    Dropout,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    Mish,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    SyncBatchNorm,
+    Tanh,
+)
+from .pooling import GlobalAvgPool, GlobalMaxPool, GlobalSumPool, SparseAvgPool3d, SparseMaxPool3d, ToDense
+
+__all__ = [
+    "SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d",
+    "SparseMaxPool3d", "SparseAvgPool3d", "GlobalAvgPool", "GlobalMaxPool", "GlobalSumPool", "ToDense",
+    "BatchNorm", "SyncBatchNorm", "LayerNorm", "Linear", "Dropout", "Identity",
+    "ReLU", "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softmax",
+]
