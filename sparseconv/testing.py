@@ -74,6 +74,16 @@ def _inverse_output_padding(module, coarse_shape, fine_shape) -> Tuple[int, ...]
     )
 
 
+def _same_conv3d(d: torch.Tensor, m) -> torch.Tensor:
+    """``F.conv3d(padding='same')``, padding explicitly (low side ``d(k-1)//2``, the rest high)
+    so even kernels do not trigger PyTorch's warning about an internal padded copy."""
+    pads = []
+    for k, dil in reversed(list(zip(m.kernel_size, m.dilation))):
+        total = dil * (k - 1)
+        pads += [total // 2, total - total // 2]
+    return F.conv3d(F.pad(d, pads), m.weight, m.bias, 1, 0, m.dilation, m.groups)
+
+
 def dense_twin(
     module: nn.Module, input: SparseTensor, target: Optional[SparseTensor] = None
 ) -> Tuple[DenseFn, torch.Tensor]:
@@ -86,7 +96,7 @@ def dense_twin(
     m = module
     occ = _occupancy(input)
     if isinstance(m, snn.SubMConv3d):
-        return (lambda d: F.conv3d(d, m.weight, m.bias, 1, "same", m.dilation, m.groups)), occ[:, 0] > 0.5
+        return (lambda d: _same_conv3d(d, m)), occ[:, 0] > 0.5
     if isinstance(m, snn.SparseConv3d):
         sites = _reach(occ, m.kernel_size, m.stride, m.padding, m.dilation)
         return (lambda d: F.conv3d(d, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)), sites

@@ -1,0 +1,57 @@
+"""The gather-GEMM-scatter core: gradcheck in float64, what backward keeps, bad input."""
+import pytest
+import torch
+
+from sparseconv.core import gather_gemm_scatter
+from sparseconv.kernel_map import KernelMapKey
+from sparseconv.testing import random_sparse_tensor
+
+
+def _map(kind="submanifold", kernel=(3, 3, 3), stride=(1, 1, 1)):
+    x = random_sparse_tensor((5, 5, 5), 4, batch_size=2, density=0.3, seed=1)
+    return x, x.coordinate_set.kernel_map(KernelMapKey(kind, kernel, stride))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+@pytest.mark.parametrize("kind,kernel,stride", [("submanifold", (3, 3, 3), (1, 1, 1)), ("conv", (2, 3, 2), (2, 1, 2)),
+                                                ("transposed", (3, 1, 2), (2, 2, 1))])
+def test_gradcheck_float64(kind, kernel, stride, groups):
+    x, kmap = _map(kind, kernel, stride)
+    feats = x.feats.clone().requires_grad_()
+    weight = torch.randn(kmap.kernel_volume, groups, 4 // groups, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, w: gather_gemm_scatter(f, w, kmap), (feats, weight))
+
+
+def test_matches_explicit_sum_over_pairs():
+    x, kmap = _map()
+    weight = torch.randn(kmap.kernel_volume, 2, 2, 3, dtype=torch.float64)
+    expected = torch.zeros(kmap.num_outputs, 6, dtype=torch.float64)
+    for k in range(kmap.kernel_volume):
+        ins, outs = kmap.pairs(k)
+        for i, o in zip(ins.tolist(), outs.tolist()):
+            for g in range(2):
+                expected[o, 3 * g:3 * g + 3] += x.feats[i, 2 * g:2 * g + 2] @ weight[k, g]
+    assert torch.allclose(gather_gemm_scatter(x.feats, weight, kmap), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_backward_keeps_only_features_and_weight():
+    x, kmap = _map()
+    feats = x.feats.clone().requires_grad_()
+    weight = torch.randn(kmap.kernel_volume, 1, 4, 8, dtype=torch.float64, requires_grad=True)
+    out = gather_gemm_scatter(feats, weight, kmap)
+    saved = out.grad_fn.saved_tensors
+    assert len(saved) == 2
+    assert saved[0].data_ptr() == feats.data_ptr() and saved[1].data_ptr() == weight.data_ptr()
+
+
+def test_bad_input_is_rejected():
+    x, kmap = _map()
+    weight = torch.randn(kmap.kernel_volume, 1, 4, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"feats must have shape \[%d, C\]" % kmap.num_inputs):
+        gather_gemm_scatter(x.feats[:-1], weight, kmap)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        gather_gemm_scatter(x.feats, weight[:-1], kmap)
+    with pytest.raises(ValueError, match="feats has 4 channels but weight expects 6"):
+        gather_gemm_scatter(x.feats, torch.randn(kmap.kernel_volume, 2, 3, 8, dtype=torch.float64), kmap)
+    with pytest.raises(TypeError, match="does not match weight dtype"):
+        gather_gemm_scatter(x.feats.float(), weight, kmap)
