@@ -203,6 +203,36 @@ class SparseTensor:
         origin = torch.tensor(self.origin, dtype=torch.float64, device=self.device)
         return origin + (self.coords[:, 1:].to(torch.float64) + 0.5) * size
 
+    def crop(self, start: Sequence[int], size: Sequence[int]) -> "SparseTensor":
+        """The sites with ``start <= (x, y, z) < start + size``, shifted to a grid of ``size``.
+
+        Batch entries are kept; voxel size and origin follow the shift, so world positions hold.
+        """
+        if len(start) != 3 or len(size) != 3 or any(int(s) < 1 for s in size):
+            raise ValueError(f"crop needs start and size as 3 ints each (size positive), got {start}, {size}")
+        lo = torch.tensor([int(v) for v in start], device=self.device)
+        extent = torch.tensor([int(v) for v in size], device=self.device)
+        xyz = self.coords[:, 1:]
+        keep = ((xyz >= lo) & (xyz < lo + extent)).all(1)
+        coords = self.coords[keep].clone()
+        coords[:, 1:] -= lo
+        origin = None
+        if self.origin is not None and self.voxel_size is not None:
+            origin = tuple(o + int(s) * v for o, s, v in zip(self.origin, start, self.voxel_size))
+        return SparseTensor(
+            self.feats[keep], coords, tuple(int(v) for v in size), self.batch_size,
+            voxel_size=self.voxel_size, origin=origin,
+        )
+
+    def densest_block(self, size: Sequence[int]) -> Tuple[int, int, int]:
+        """Start of the ``size`` block (aligned to multiples of ``size``) holding the most sites."""
+        extent = torch.tensor([int(v) for v in size], device=self.device)
+        block = self.coords[:, 1:] // extent
+        grid = (torch.tensor(self.spatial_shape, device=self.device) + extent - 1) // extent
+        block_id = (block[:, 0] * grid[1] + block[:, 1]) * grid[2] + block[:, 2]
+        best = block[block_id == torch.bincount(block_id).argmax()][0] * extent
+        return tuple(best.tolist())  # type: ignore[return-value]
+
     def batch_counts(self) -> torch.Tensor:
         """Number of active sites per batch entry, int64 ``[B]``."""
         return torch.bincount(self.coords[:, 0], minlength=self.batch_size)
