@@ -42,6 +42,7 @@ class CoordinateSet:
         self.voxel_size = voxel_size
         self.origin = origin
         self._keys: Optional[torch.Tensor] = None
+        self._sorted: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None
         self._hash: Optional[CoordinateHash] = None
         self._kernel_maps: Dict[object, object] = {}
         # (KernelMapKey, finer CoordinateSet) pairs: the strided maps that produced this set,
@@ -60,8 +61,21 @@ class CoordinateSet:
     def keys(self) -> torch.Tensor:
         """Packed int64 keys of the coordinates (see :func:`sparseconv.hashing.pack_coords`)."""
         if self._keys is None:
-            self._keys = pack_coords(self.coords, self.spatial_shape)
+            self._keys = pack_coords(self.coords)
         return self._keys
+
+    def sorted_keys(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(keys in ascending order, order)`` with ``order[j]`` the row of the j-th key, or
+        ``order=None`` when the rows are already sorted (the usual case: voxelize and every
+        strided or transposed map emit sorted coordinates)."""
+        if self._sorted is None:
+            keys = self.keys
+            if keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all()):
+                self._sorted = (keys, None)
+            else:
+                sorted_keys, order = torch.sort(keys)
+                self._sorted = (sorted_keys, order)
+        return self._sorted
 
     @property
     def hash_table(self) -> CoordinateHash:

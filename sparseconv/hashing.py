@@ -1,7 +1,7 @@
 """Coordinate hashing: integer voxel coordinates to row indices, without a dense grid.
 
 Coordinates ``(batch, x, y, z)`` are first packed into one int64 key with
-:func:`pack_coords` (row-major over ``(batch_size, *spatial_shape)``), then stored
+:func:`pack_coords` (a fixed bit-field layout, so neighbour keys are one add away), then stored
 in :class:`CoordinateHash`, an open-addressing table with linear probing whose build
 and query are vectorised torch ops (a few rounds over all pending keys, no Python
 loop over points). Memory is ``O(N)``: a 200 m LiDAR scene at 2 cm (10^4 voxels a
@@ -17,36 +17,50 @@ import torch
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 _EMPTY = -1
 
+AXIS_BITS = 16
+COORD_MARGIN = 1024
+"""Coordinates are stored shifted by this margin, so a site plus any offset of at most this
+many voxels per axis still packs without carrying into the next field."""
+MAX_EXTENT = (1 << AXIS_BITS) - 2 * COORD_MARGIN
+"""Largest spatial extent per axis (63488 voxels: a 200 m scene at 4 mm)."""
+MAX_BATCH = 1 << 15
+_FIELD = (1 << AXIS_BITS) - 1
 
-def key_capacity(spatial_shape: Sequence[int], batch_size: int) -> int:
-    """Number of distinct keys a grid of ``batch_size`` x ``spatial_shape`` can hold."""
-    total = int(batch_size)
-    for extent in spatial_shape:
-        total *= int(extent)
-    return total
+
+def check_grid(spatial_shape: Sequence[int], batch_size: int) -> None:
+    """Raise ``ValueError`` when a grid does not fit the key layout of :func:`pack_coords`."""
+    if any(int(s) > MAX_EXTENT for s in spatial_shape):
+        raise ValueError(
+            f"spatial_shape {tuple(spatial_shape)} exceeds the largest supported extent of {MAX_EXTENT} voxels per axis"
+        )
+    if int(batch_size) > MAX_BATCH:
+        raise ValueError(f"batch_size {batch_size} exceeds the largest supported batch size of {MAX_BATCH}")
 
 
-def pack_coords(coords: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
-    """Pack in-range ``[N, 4]`` coordinates ``(b, x, y, z)`` into unique int64 keys.
+def pack_coords(coords: torch.Tensor) -> torch.Tensor:
+    """Pack ``[..., 4]`` coordinates ``(b, x, y, z)`` into int64 keys, one 16-bit field per axis.
 
-    The packing is row-major, so sorting keys sorts coordinates by batch, then x, y, z.
-    Callers must have checked that coordinates lie inside ``spatial_shape``.
+    ``key = b << 48 | (x + m) << 32 | (y + m) << 16 | (z + m)`` with ``m = COORD_MARGIN``.
+    Sorting keys sorts coordinates by batch, then x, y, z, and for any offset ``d`` with
+    ``|d| <= m`` per axis, ``pack(c + d) == pack(c) + offset_key(d)``: a neighbour's key is
+    one add away, and a neighbour outside the grid packs to a key no site has.
     """
-    X, Y, Z = (int(s) for s in spatial_shape)
     c = coords.to(torch.int64)
-    return ((c[..., 0] * X + c[..., 1]) * Y + c[..., 2]) * Z + c[..., 3]
+    m = COORD_MARGIN
+    return (c[..., 0] << 48) | ((c[..., 1] + m) << 32) | ((c[..., 2] + m) << 16) | (c[..., 3] + m)
 
 
-def unpack_keys(keys: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`pack_coords`: int64 keys ``[N]`` to coordinates ``[N, 4]``."""
-    X, Y, Z = (int(s) for s in spatial_shape)
-    z = keys % Z
-    rest = keys // Z
-    y = rest % Y
-    rest = rest // Y
-    x = rest % X
-    b = rest // X
-    return torch.stack((b, x, y, z), dim=-1)
+def offset_key(dx: int, dy: int, dz: int) -> int:
+    """The key difference of a spatial offset: ``pack(c + d) - pack(c)``."""
+    return (int(dx) << 32) + (int(dy) << 16) + int(dz)
+
+
+def unpack_keys(keys: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_coords`: int64 keys ``[...]`` to coordinates ``[..., 4]``."""
+    m = COORD_MARGIN
+    return torch.stack(
+        (keys >> 48, ((keys >> 32) & _FIELD) - m, ((keys >> 16) & _FIELD) - m, (keys & _FIELD) - m), dim=-1
+    )
 
 
 class CoordinateHash:

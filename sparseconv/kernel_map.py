@@ -31,7 +31,7 @@ from typing import Optional, Tuple
 import torch
 
 from .coordinates import CoordinateSet
-from .hashing import pack_coords, unpack_keys
+from .hashing import COORD_MARGIN, check_grid, offset_key, unpack_keys
 
 Triple = Tuple[int, int, int]
 KINDS = ("submanifold", "conv", "transposed")
@@ -146,95 +146,133 @@ def output_spatial_shape(key: KernelMapKey, spatial_shape: Triple) -> Triple:
     return tuple(shape)  # type: ignore[return-value]
 
 
-def _bounds_from_counts(counts: torch.Tensor) -> Tuple[int, ...]:
-    return tuple([0] + torch.cumsum(counts, 0).tolist())
+def _bounds_from_counts(counts) -> Tuple[int, ...]:
+    bounds = [0]
+    for c in counts:
+        bounds.append(bounds[-1] + int(c))
+    return tuple(bounds)
+
+
+def _check_reach(key: KernelMapKey) -> None:
+    for k, d in zip(key.kernel_size, key.dilation):
+        if d * (k - 1) > COORD_MARGIN:
+            raise ValueError(
+                f"kernel_size {key.kernel_size} with dilation {key.dilation} reaches more than "
+                f"{COORD_MARGIN} voxels along an axis, beyond what the coordinate keys support"
+            )
 
 
 def _build_submanifold(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
-    coords = coord_set.coords
-    n = coords.shape[0]
-    device = coords.device
-    taps = kernel_offsets(key.kernel_size, device)
-    dilation = torch.tensor(key.dilation, device=device)
-    left = torch.tensor([d * (k - 1) // 2 for k, d in zip(key.kernel_size, key.dilation)], device=device)
-    deltas = taps * dilation - left  # [K, 3]: out o reads in o + delta
-    num_taps = taps.shape[0]
-    # A kernel that is odd on every axis is symmetric: tap K-1-k has delta -delta(k), so the pairs of
-    # k > K//2 are the swapped pairs of K-1-k. Query only the first half plus the centre.
+    """Neighbour search on sorted keys.
+
+    For each kernel column ``(tx, ty)`` one ``searchsorted`` finds where the lowest tap of every
+    site's column lands; the next taps up the column follow by stepping (keys are unique, so the
+    insertion point of ``q + 1`` is that of ``q`` plus one when ``q`` is present). A kernel that
+    is odd on every axis is symmetric (tap ``K-1-k`` is tap ``k`` reversed), so only the first
+    half is searched and the rest mirrored.
+    """
+    keys, order = coord_set.sorted_keys()
+    n = keys.numel()
+    device = keys.device
+    kx, ky, kz = key.kernel_size
+    dx, dy, dz = key.dilation
+    lx, ly, lz = (d * (k - 1) // 2 for k, d in zip(key.kernel_size, key.dilation))
+    num_taps = kx * ky * kz
     symmetric = all(k % 2 == 1 for k in key.kernel_size)
     centre = num_taps // 2 if symmetric else None
-    queried = centre + 1 if symmetric else num_taps
-    shape = torch.tensor(coord_set.spatial_shape, device=device)
-    neighbours = coords[None, :, 1:] + deltas[:queried, None, :]  # [Q, N, 3]
-    inside = ((neighbours >= 0) & (neighbours < shape)).all(-1)
-    batch = coords[:, :1].expand(queried, n, 1)
-    keys = pack_coords(torch.cat((batch, neighbours.clamp(min=0)), -1), coord_set.spatial_shape)
-    rows = coord_set.hash_table.query(keys)
-    rows = torch.where(inside, rows, torch.full_like(rows, -1))
-    found = rows >= 0  # [Q, N]
-    out_all = torch.arange(n, device=device).expand(queried, n)
-    in_parts, out_parts = [], []
-    counts = found.sum(1)
-    in_first, out_first = rows[found], out_all[found]  # grouped by offset, row-major
-    if not symmetric:
-        return KernelMap(key, in_first, out_first, _bounds_from_counts(counts), n, n, coord_set, coord_set)
-    # offsets 0..centre as queried, then centre+1..K-1 mirrored from centre-1..0
-    in_parts.append(in_first)
-    out_parts.append(out_first)
-    bounds = _bounds_from_counts(counts)
-    for k in range(centre - 1, -1, -1):
-        lo, hi = bounds[k], bounds[k + 1]
-        in_parts.append(out_first[lo:hi])
-        out_parts.append(in_first[lo:hi])
-    mirrored_counts = torch.cat((counts, counts[:centre].flip(0)))
+    last = centre if symmetric else num_taps - 1
+    padded = torch.cat((keys, keys.new_full((1,), -1)))  # position n: a sentinel no key equals
+    positions = torch.arange(n, device=device)
+    ins, outs, counts = [], [], []
+    for tx in range(kx):
+        for ty in range(ky):
+            first = (tx * ky + ty) * kz
+            if first > last:
+                break
+            query = keys + offset_key(tx * dx - lx, ty * dy - ly, -lz)
+            at = torch.searchsorted(keys, query)
+            for tz in range(kz):
+                if first + tz > last:
+                    break
+                if tz:
+                    for _ in range(dz):
+                        at = at + (padded[at] == query)
+                        query = query + 1
+                if first + tz == centre:
+                    ins.append(positions)
+                    outs.append(positions)
+                    counts.append(n)
+                    continue
+                out_pos = (padded[at] == query).nonzero().squeeze(1)
+                ins.append(at[out_pos])
+                outs.append(out_pos)
+                counts.append(out_pos.numel())
+    if symmetric:
+        for k in range(centre - 1, -1, -1):
+            ins.append(outs[k])
+            outs.append(ins[k])
+            counts.append(counts[k])
+    in_rows, out_rows = torch.cat(ins), torch.cat(outs)
+    if order is not None:  # positions in sorted order -> rows
+        in_rows, out_rows = order[in_rows], order[out_rows]
     return KernelMap(
-        key,
-        torch.cat(in_parts),
-        torch.cat(out_parts),
-        _bounds_from_counts(mirrored_counts),
-        n,
-        n,
-        coord_set,
-        coord_set,
-        identity_offset=centre,
+        key, in_rows, out_rows, _bounds_from_counts(counts), n, n, coord_set, coord_set, identity_offset=centre
     )
 
 
 def _build_generative(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
-    """Strided ("conv") and transposed maps: output sites are created, then deduplicated."""
+    """Strided ("conv") and transposed maps: candidate output sites per tap, then deduplicated.
+
+    Each axis is handled on its own: for tap ``t`` the output coordinate of every input and
+    whether it exists (divisible by the stride, inside the output grid). A kernel tap is a
+    triple of axis taps, so its pairs are the inputs valid on all three axes.
+    """
     coords = coord_set.coords
-    n = coords.shape[0]
     device = coords.device
     out_shape = output_spatial_shape(key, coord_set.spatial_shape)
-    taps = kernel_offsets(key.kernel_size, device)
-    stride = torch.tensor(key.stride, device=device)
-    padding = torch.tensor(key.padding, device=device)
-    tap_shift = taps * torch.tensor(key.dilation, device=device)  # [K, 3]
-    xyz = coords[None, :, 1:]
-    if key.kind == "conv":
-        # out o reads in o*s - p + t*d  =>  o = (i + p - t*d) / s when that divides exactly
-        numerator = xyz + padding - tap_shift[:, None, :]
-        out_xyz = torch.div(numerator, stride, rounding_mode="floor")
-        valid = (numerator - out_xyz * stride == 0).all(-1)
-    else:
-        out_xyz = xyz * stride - padding + tap_shift[:, None, :]
-        valid = torch.ones(out_xyz.shape[:2], dtype=torch.bool, device=device)
-    valid &= ((out_xyz >= 0) & (out_xyz < torch.tensor(out_shape, device=device))).all(-1)
-    num_taps = taps.shape[0]
-    batch = coords[:, :1].expand(num_taps, n, 1)
-    keys = pack_coords(torch.cat((batch, out_xyz), -1)[valid], out_shape)  # grouped by offset
-    in_rows = torch.arange(n, device=device).expand(num_taps, n)[valid]
-    counts = valid.sum(1)
-    unique_keys, out_rows = torch.unique(keys, sorted=True, return_inverse=True)
+    check_grid(out_shape, coord_set.batch_size)
+    axis_out, axis_ok = [], []
+    for axis in range(3):
+        c = coords[:, axis + 1]
+        taps = torch.arange(key.kernel_size[axis], device=device)[:, None] * key.dilation[axis]
+        s, p = key.stride[axis], key.padding[axis]
+        if key.kind == "conv":  # out o reads in o*s - p + t*d  =>  o = (i + p - t*d) / s when exact
+            numerator = c[None, :] + p - taps
+            o = torch.div(numerator, s, rounding_mode="floor")
+            ok = (o * s == numerator) & (o >= 0) & (o < out_shape[axis])
+        else:  # in i writes out i*s - p + t*d
+            o = c[None, :] * s - p + taps
+            ok = (o >= 0) & (o < out_shape[axis])
+        axis_out.append(o + COORD_MARGIN)
+        axis_ok.append(ok)
+    batch_key = coords[:, 0] << 48
+    ins, out_keys, counts = [], [], []
+    for tx in range(key.kernel_size[0]):
+        for ty in range(key.kernel_size[1]):
+            ok_xy = axis_ok[0][tx] & axis_ok[1][ty]
+            for tz in range(key.kernel_size[2]):
+                rows = (ok_xy & axis_ok[2][tz]).nonzero().squeeze(1)
+                out_keys.append(
+                    batch_key[rows]
+                    | (axis_out[0][tx][rows] << 32)
+                    | (axis_out[1][ty][rows] << 16)
+                    | axis_out[2][tz][rows]
+                )
+                ins.append(rows)
+                counts.append(rows.numel())
+    unique_keys, out_rows = torch.unique(torch.cat(out_keys), sorted=True, return_inverse=True)
     out_set = CoordinateSet(
-        unpack_keys(unique_keys, out_shape),
+        unpack_keys(unique_keys),
         out_shape,
         coord_set.batch_size,
         *_output_geometry(coord_set, key),
     )
     if key.kind == "conv":
         out_set.produced_by.append((key, coord_set))
-    return KernelMap(key, in_rows, out_rows, _bounds_from_counts(counts), n, unique_keys.numel(), coord_set, out_set)
+    return KernelMap(
+        key, torch.cat(ins), out_rows, _bounds_from_counts(counts), len(coord_set), unique_keys.numel(),
+        coord_set, out_set,
+    )
 
 
 def _output_geometry(coord_set: CoordinateSet, key: KernelMapKey):
@@ -261,6 +299,7 @@ def _output_geometry(coord_set: CoordinateSet, key: KernelMapKey):
 
 def build_kernel_map(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
     """Build the map for ``key`` on ``coord_set`` (uncached; use ``coord_set.kernel_map(key)``)."""
+    _check_reach(key)
     if key.kind == "submanifold":
         return _build_submanifold(coord_set, key)
     return _build_generative(coord_set, key)

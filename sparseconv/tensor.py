@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .coordinates import CoordinateSet
-from .hashing import key_capacity, pack_coords
+from .hashing import check_grid, pack_coords
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -94,10 +94,9 @@ class SparseTensor:
             batch_size = max(maxima[0] + 1, 1)
         elif int(batch_size) < 1 or maxima[0] >= int(batch_size):
             raise ValueError(f"batch_size must be positive and exceed every batch index (max {maxima[0]}), got {batch_size}")
-        if key_capacity(spatial_shape, int(batch_size)) >= 2**62:
-            raise ValueError(f"grid of batch_size {batch_size} x spatial_shape {spatial_shape} is too large to index")
+        check_grid(spatial_shape, int(batch_size))
         if n > 1:
-            keys = torch.sort(pack_coords(coords, spatial_shape)).values
+            keys = torch.sort(pack_coords(coords)).values
             dup = keys[1:] == keys[:-1]
             if bool(dup.any()):
                 raise ValueError(f"coords contain {int(dup.sum())} duplicate rows; every site must appear once")
@@ -164,8 +163,9 @@ class SparseTensor:
         """Dense ``[B, C, X, Y, Z]`` tensor, zero off the active sites (differentiable)."""
         B, C = self.batch_size, self.num_channels
         X, Y, Z = self.spatial_shape
-        flat = self.feats.new_zeros(B * X * Y * Z, C)
-        flat = flat.index_copy(0, self.coordinate_set.keys, self.feats)
+        c = self.coords
+        flat_index = ((c[:, 0] * X + c[:, 1]) * Y + c[:, 2]) * Z + c[:, 3]
+        flat = self.feats.new_zeros(B * X * Y * Z, C).index_copy(0, flat_index, self.feats)
         return flat.view(B, X, Y, Z, C).permute(0, 4, 1, 2, 3)
 
     @classmethod

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .coordinates import CoordinateSet
-from .hashing import key_capacity, pack_coords, unpack_keys
+from .hashing import check_grid, offset_key, pack_coords, unpack_keys
 from .tensor import SparseTensor
 
 __all__ = ["REDUCTIONS", "Voxelization", "voxelize", "devoxelize", "trilinear_devoxelize"]
@@ -311,13 +311,13 @@ def voxelize(
     shift = icoords.min(0).values
     icoords = icoords - shift
     spatial_shape = tuple(int(v) + 1 for v in icoords.max(0).values.tolist())
-    if key_capacity(spatial_shape, batch_size) >= 2**62:
-        raise ValueError(
-            f"points span a grid of {spatial_shape} voxels x batch {batch_size}, too large to index; "
-            "use a larger voxel_size"
-        )
+    try:
+        check_grid(spatial_shape, batch_size)
+    except ValueError as error:
+        raise ValueError(f"points span a grid of {spatial_shape} voxels, too large to index ({error}); "
+                         "use a larger voxel_size") from None
 
-    keys = pack_coords(torch.cat((batch.unsqueeze(1), icoords), 1), spatial_shape)
+    keys = pack_coords(torch.cat((batch.unsqueeze(1), icoords), 1))
     ukeys, inverse, counts = torch.unique(keys, sorted=True, return_inverse=True, return_counts=True)
     N = ukeys.numel()
 
@@ -344,7 +344,7 @@ def voxelize(
             first = first.scatter_reduce(0, inverse, order, "amin", include_self=True)
             out = f.index_select(0, first)
 
-    coords = unpack_keys(ukeys, spatial_shape)
+    coords = unpack_keys(ukeys)
     shift_list = shift.tolist()
     new_origin = tuple(o + m * s for o, m, s in zip(origin_t, shift_list, size))
     cset = CoordinateSet(coords, spatial_shape, batch_size, size, new_origin)
@@ -483,11 +483,11 @@ def trilinear_devoxelize(st: SparseTensor, points: ArrayLike, batch: Optional[Ar
 
     # Packed keys are linear in the coordinates, so corner keys are the base key plus a
     # fixed offset (meaningful only where the corner is inside the grid).
-    X, Y, Z = st.spatial_shape
-    base_key = ((batch * X + base[:, 0]) * Y + base[:, 1]) * Z + base[:, 2]
-    step = torch.tensor([Y * Z, Z, 1], dtype=torch.int64, device=device)
-    delta = torch.tensor([[dx, dy, dz] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)], device=device)
-    corner_keys = base_key.unsqueeze(1) + (delta * step).sum(1)  # [P, 8]
+    base_key = pack_coords(torch.cat((batch.unsqueeze(1), base), 1))
+    corner_step = torch.tensor(
+        [offset_key(dx, dy, dz) for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)], device=device
+    )
+    corner_keys = base_key.unsqueeze(1) + corner_step  # [P, 8]
 
     rows = torch.full((P, 8), N, dtype=torch.int64, device=device)  # row N = the zero row
     if N and P:
