@@ -53,19 +53,32 @@ def _largest_offset(kmap: KernelMap) -> int:
     return max(counts, default=0)
 
 
-def _apply_map(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, transpose: bool) -> torch.Tensor:
-    """Forward (``transpose=False``: in -> out with W) or its adjoint (out -> in with W^T)."""
-    if transpose:
-        weight = weight.transpose(2, 3)
-        gather_side, scatter_side, num_rows = kmap.out_rows, kmap.in_rows, kmap.num_inputs
+def _grouped_weight_grad(x_k: torch.Tensor, g_k: torch.Tensor, out: torch.Tensor) -> None:
+    """``out [G, Ci, Co] = x_k^T @ g_k`` per group, written in place."""
+    groups, c_in, c_out = out.shape
+    if groups == 1:
+        torch.mm(x_k.t(), g_k, out=out[0])
     else:
-        gather_side, scatter_side, num_rows = kmap.in_rows, kmap.out_rows, kmap.num_outputs
+        torch.bmm(x_k.view(-1, groups, c_in).permute(1, 2, 0), g_k.view(-1, groups, c_out).transpose(0, 1), out=out)
+
+
+def _accumulate(target: torch.Tensor, rows: torch.Tensor, gathered: torch.Tensor, weight_k: torch.Tensor, buffer):
+    """``target[rows] += gathered @ weight_k`` for rows that are unique within the offset."""
+    acc = torch.index_select(target, 0, rows, out=buffer[: rows.numel()])
+    if weight_k.shape[0] == 1:
+        acc.addmm_(gathered, weight_k[0])
+    else:
+        acc += _grouped_mm(gathered, weight_k)
+    target.index_copy_(0, rows, acc)
+
+
+def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     groups, c_in, c_out = weight.shape[1:]
     identity = kmap.identity_offset
     if identity is not None:
         out = _grouped_mm(feats, weight[identity])
     else:
-        out = feats.new_zeros(num_rows, groups * c_out)
+        out = feats.new_zeros(kmap.num_outputs, groups * c_out)
     largest = _largest_offset(kmap)
     gathered_buffer = feats.new_empty(largest, groups * c_in)
     acc_buffer = feats.new_empty(largest, groups * c_out)
@@ -74,40 +87,45 @@ def _apply_map(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, trans
         lo, hi = bounds[k], bounds[k + 1]
         if lo == hi or k == identity:
             continue
-        targets = scatter_side[lo:hi]
-        gathered = torch.index_select(feats, 0, gather_side[lo:hi], out=gathered_buffer[: hi - lo])
-        acc = torch.index_select(out, 0, targets, out=acc_buffer[: hi - lo])
-        if groups == 1:
-            acc.addmm_(gathered, weight[k, 0])
-        else:
-            acc += _grouped_mm(gathered, weight[k])
-        out.index_copy_(0, targets, acc)
+        gathered = torch.index_select(feats, 0, kmap.in_rows[lo:hi], out=gathered_buffer[: hi - lo])
+        _accumulate(out, kmap.out_rows[lo:hi], gathered, weight[k], acc_buffer)
     return out
 
 
-def _weight_grad(feats: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-    kernel_volume, groups, c_in, c_out = weight.shape
-    grad_weight = torch.zeros_like(weight)
+def _backward(feats, weight, grad_out, kmap: KernelMap, need_feats: bool, need_weight: bool):
+    """Both gradients in one pass over the map: each offset's output-gradient rows are gathered
+    once and serve the input gradient (``g @ W^T`` scattered to the inputs) and the weight
+    gradient (``x^T @ g``)."""
+    groups, c_in, c_out = weight.shape[1:]
+    weight_t = weight.transpose(2, 3)
+    identity = kmap.identity_offset
+    grad_feats = grad_weight = None
+    if need_feats:
+        if identity is not None:
+            grad_feats = _grouped_mm(grad_out, weight_t[identity])
+        else:
+            grad_feats = feats.new_zeros(kmap.num_inputs, groups * c_in)
+    if need_weight:
+        grad_weight = torch.zeros_like(weight)
+        if identity is not None:
+            _grouped_weight_grad(feats, grad_out, grad_weight[identity])
     largest = _largest_offset(kmap)
-    x_buffer = feats.new_empty(largest, groups * c_in)
     g_buffer = grad_out.new_empty(largest, groups * c_out)
+    x_buffer = feats.new_empty(largest, groups * c_in) if need_weight else None
+    acc_buffer = feats.new_empty(largest, groups * c_in) if need_feats else None
     bounds = kmap.offset_bounds
-    for k in range(kernel_volume):
+    for k in range(kmap.kernel_volume):
         lo, hi = bounds[k], bounds[k + 1]
-        if lo == hi:
+        if lo == hi or k == identity:
             continue
-        if k == kmap.identity_offset:
-            x_k, g_k = feats, grad_out
-        else:
-            x_k = torch.index_select(feats, 0, kmap.in_rows[lo:hi], out=x_buffer[: hi - lo])
-            g_k = torch.index_select(grad_out, 0, kmap.out_rows[lo:hi], out=g_buffer[: hi - lo])
-        if groups == 1:
-            torch.mm(x_k.t(), g_k, out=grad_weight[k, 0])
-        else:
-            x_g = x_k.view(-1, groups, c_in).permute(1, 2, 0)  # [G, Ci, P]
-            g_g = g_k.view(-1, groups, c_out).transpose(0, 1)  # [G, P, Co]
-            torch.bmm(x_g, g_g, out=grad_weight[k])
-    return grad_weight
+        in_rows = kmap.in_rows[lo:hi]
+        g_k = torch.index_select(grad_out, 0, kmap.out_rows[lo:hi], out=g_buffer[: hi - lo])
+        if need_weight:
+            x_k = torch.index_select(feats, 0, in_rows, out=x_buffer[: hi - lo])
+            _grouped_weight_grad(x_k, g_k, grad_weight[k])
+        if need_feats:
+            _accumulate(grad_feats, in_rows, g_k, weight_t[k], acc_buffer)
+    return grad_feats, grad_weight
 
 
 class _GatherGemmScatter(torch.autograd.Function):
@@ -115,18 +133,14 @@ class _GatherGemmScatter(torch.autograd.Function):
     def forward(ctx, feats, weight, kmap):
         ctx.kmap = kmap
         ctx.save_for_backward(feats, weight)
-        return _apply_map(feats, weight, kmap, transpose=False)
+        return _forward(feats, weight, kmap)
 
     @staticmethod
     def backward(ctx, grad_out):
         feats, weight = ctx.saved_tensors
-        kmap = ctx.kmap
-        grad_out = grad_out.contiguous()
-        grad_feats = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_feats = _apply_map(grad_out, weight, kmap, transpose=True)
-        if ctx.needs_input_grad[1]:
-            grad_weight = _weight_grad(feats, grad_out, weight, kmap)
+        grad_feats, grad_weight = _backward(
+            feats, weight, grad_out.contiguous(), ctx.kmap, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        )
         return grad_feats, grad_weight, None
 
 
