@@ -55,3 +55,32 @@ def test_bad_input_is_rejected():
         gather_gemm_scatter(x.feats, torch.randn(kmap.kernel_volume, 2, 3, 8, dtype=torch.float64), kmap)
     with pytest.raises(TypeError, match="does not match weight dtype"):
         gather_gemm_scatter(x.feats.float(), weight, kmap)
+
+
+def test_bitwise_deterministic_forward_and_backward():
+    x = random_sparse_tensor((9, 9, 9), 16, batch_size=2, density=0.3, dtype=torch.float32, seed=4)
+    kmap = x.coordinate_set.kernel_map(KernelMapKey("conv", (3, 3, 3), (2, 2, 2), (1, 1, 1)))
+    weight = torch.randn(27, 1, 16, 32)
+    grad = torch.randn(kmap.num_outputs, 32)
+    results = []
+    for _ in range(2):
+        f = x.feats.clone().requires_grad_()
+        w = weight.clone().requires_grad_()
+        out = gather_gemm_scatter(f, w, kmap)
+        out.backward(grad)
+        results.append((out.detach(), f.grad, w.grad))
+    for first, second in zip(*results):
+        assert torch.equal(first, second)
+
+
+def test_bfloat16_accumulates_in_float32():
+    x, kmap = _map()
+    weight = torch.randn(kmap.kernel_volume, 1, 4, 8, dtype=torch.float64)
+    reference = gather_gemm_scatter(x.feats, weight, kmap)
+    feats_bf16, weight_bf16 = x.feats.bfloat16(), weight.bfloat16()
+    out = gather_gemm_scatter(feats_bf16, weight_bf16, kmap)
+    assert out.dtype == torch.bfloat16
+    # same rounded inputs, exact float64 arithmetic, one final rounding: what fp32 accumulation gives
+    exact = gather_gemm_scatter(feats_bf16.double(), weight_bf16.double(), kmap).bfloat16()
+    assert torch.allclose(out.double(), exact.double(), rtol=2 ** -7, atol=1e-6 * exact.abs().max().item())
+    assert (out.double() - reference).abs().max() <= 0.02 * reference.abs().max()
