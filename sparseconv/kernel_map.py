@@ -51,6 +51,10 @@ class KernelMapKey:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        for name, minimum in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1), ("output_padding", 0)):
+            value = getattr(self, name)
+            if len(value) != 3 or any(not isinstance(v, int) or v < minimum for v in value):
+                raise ValueError(f"{name} must be 3 ints >= {minimum}, got {value}")
 
     @property
     def kernel_volume(self) -> int:
@@ -299,7 +303,7 @@ def _output_geometry(coord_set: CoordinateSet, key: KernelMapKey):
 
 def build_kernel_map(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
     """Build the map for ``key`` on ``coord_set`` (uncached; use ``coord_set.kernel_map(key)``)."""
-    _check_reach(key)
     if key.kind == "submanifold":
+        _check_reach(key)
         return _build_submanifold(coord_set, key)
     return _build_generative(coord_set, key)

@@ -73,7 +73,7 @@ class SparseTensor:
             raise ValueError(f"feats has {feats.shape[0]} rows but coords has {coords.shape[0]}")
         if feats.device != coords.device:
             raise ValueError(f"feats is on {feats.device} but coords is on {coords.device}")
-        coords = coords.to(torch.int64)
+        coords = coords.to(torch.int64, copy=True)  # owned: cached keys and maps must not go stale
         n = coords.shape[0]
         if n and bool((coords < 0).any()):
             row = int((coords < 0).any(1).nonzero()[0])
