@@ -32,6 +32,8 @@ the order of every floating-point addition is fixed by the map.
 from __future__ import annotations
 
 
+from typing import Optional
+
 import torch
 
 from .kernel_map import KernelMap
@@ -62,24 +64,36 @@ def _grouped_weight_grad(x_k: torch.Tensor, g_k: torch.Tensor, out: torch.Tensor
         torch.bmm(x_k.view(-1, groups, c_in).permute(1, 2, 0), g_k.view(-1, groups, c_out).transpose(0, 1), out=out)
 
 
-def _accumulate(target: torch.Tensor, rows: torch.Tensor, gathered: torch.Tensor, weight_k: torch.Tensor, buffer):
-    """``target[rows] += gathered @ weight_k`` for rows that are unique within the offset."""
+def _accumulate(target: torch.Tensor, rows: torch.Tensor, contribution: torch.Tensor, injective: bool, buffer):
+    """``target[rows] += contribution``. Rows unique within the offset (injective maps) take the
+    parallel gather-add-copy route; others a scatter-add."""
+    if not injective:
+        target.index_add_(0, rows, contribution)
+        return
     acc = torch.index_select(target, 0, rows, out=buffer[: rows.numel()])
-    if weight_k.shape[0] == 1:
-        acc.addmm_(gathered, weight_k[0])
-    else:
-        acc += _grouped_mm(gathered, weight_k)
+    acc += contribution
     target.index_copy_(0, rows, acc)
 
 
-def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+def _accumulate_mm(target, rows, gathered, weight_k, injective: bool, buffer) -> None:
+    """``target[rows] += gathered @ weight_k`` (block-diagonal over groups)."""
+    if injective and weight_k.shape[0] == 1:
+        acc = torch.index_select(target, 0, rows, out=buffer[: rows.numel()])
+        acc.addmm_(gathered, weight_k[0])
+        target.index_copy_(0, rows, acc)
+    else:
+        _accumulate(target, rows, _grouped_mm(gathered, weight_k), injective, buffer)
+
+
+def _forward(feats, weight, pair_weights, kmap: KernelMap) -> torch.Tensor:
     groups, c_in, c_out = weight.shape[1:]
     identity = kmap.identity_offset
-    if identity is not None:
+    if identity is not None and pair_weights is None:
         out = _grouped_mm(feats, weight[identity])
     else:
         out = feats.new_zeros(kmap.num_outputs, groups * c_out)
-    largest = _largest_offset(kmap)
+        identity = None
+    largest = _largest_offset(kmap) if identity is not None else max(kmap.pair_counts(), default=0)
     gathered_buffer = feats.new_empty(largest, groups * c_in)
     acc_buffer = feats.new_empty(largest, groups * c_out)
     bounds = kmap.offset_bounds
@@ -88,18 +102,21 @@ def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torc
         if lo == hi or k == identity:
             continue
         gathered = torch.index_select(feats, 0, kmap.in_rows[lo:hi], out=gathered_buffer[: hi - lo])
-        _accumulate(out, kmap.out_rows[lo:hi], gathered, weight[k], acc_buffer)
+        if pair_weights is not None:
+            gathered.mul_(pair_weights[lo:hi, None])
+        _accumulate_mm(out, kmap.out_rows[lo:hi], gathered, weight[k], kmap.injective, acc_buffer)
     return out
 
 
-def _backward(feats, weight, grad_out, kmap: KernelMap, need_feats: bool, need_weight: bool):
-    """Both gradients in one pass over the map: each offset's output-gradient rows are gathered
-    once and serve the input gradient (``g @ W^T`` scattered to the inputs) and the weight
-    gradient (``x^T @ g``)."""
+def _backward(feats, weight, pair_weights, grad_out, kmap: KernelMap, needs):
+    """All gradients in one pass over the map: each offset's output-gradient rows are gathered
+    once and serve the input gradient (``a * g @ W^T`` scattered to the inputs), the weight
+    gradient (``(a * x)^T @ g``) and the pair-weight gradient (``<x, g @ W^T>`` per pair)."""
+    need_feats, need_weight, need_pairs = needs
     groups, c_in, c_out = weight.shape[1:]
     weight_t = weight.transpose(2, 3)
-    identity = kmap.identity_offset
-    grad_feats = grad_weight = None
+    identity = kmap.identity_offset if pair_weights is None else None
+    grad_feats = grad_weight = grad_pairs = None
     if need_feats:
         if identity is not None:
             grad_feats = _grouped_mm(grad_out, weight_t[identity])
@@ -109,9 +126,11 @@ def _backward(feats, weight, grad_out, kmap: KernelMap, need_feats: bool, need_w
         grad_weight = torch.zeros_like(weight)
         if identity is not None:
             _grouped_weight_grad(feats, grad_out, grad_weight[identity])
-    largest = _largest_offset(kmap)
+    if need_pairs:
+        grad_pairs = torch.zeros_like(pair_weights)
+    largest = _largest_offset(kmap) if identity is not None else max(kmap.pair_counts(), default=0)
     g_buffer = grad_out.new_empty(largest, groups * c_out)
-    x_buffer = feats.new_empty(largest, groups * c_in) if need_weight else None
+    x_buffer = feats.new_empty(largest, groups * c_in) if (need_weight or need_pairs) else None
     acc_buffer = feats.new_empty(largest, groups * c_in) if need_feats else None
     bounds = kmap.offset_bounds
     for k in range(kmap.kernel_volume):
@@ -120,36 +139,54 @@ def _backward(feats, weight, grad_out, kmap: KernelMap, need_feats: bool, need_w
             continue
         in_rows = kmap.in_rows[lo:hi]
         g_k = torch.index_select(grad_out, 0, kmap.out_rows[lo:hi], out=g_buffer[: hi - lo])
-        if need_weight:
+        x_k = None
+        if need_weight or need_pairs:
             x_k = torch.index_select(feats, 0, in_rows, out=x_buffer[: hi - lo])
-            _grouped_weight_grad(x_k, g_k, grad_weight[k])
+        if pair_weights is None:
+            if need_weight:
+                _grouped_weight_grad(x_k, g_k, grad_weight[k])
+            if need_feats:
+                _accumulate_mm(grad_feats, in_rows, g_k, weight_t[k], kmap.injective, acc_buffer)
+            continue
+        a_k = pair_weights[lo:hi, None]
+        back = _grouped_mm(g_k, weight_t[k])  # g @ W^T: [P_k, C_in]
+        if need_pairs:
+            grad_pairs[lo:hi] = (x_k * back).sum(1)
+        if need_weight:
+            _grouped_weight_grad(x_k.mul_(a_k), g_k, grad_weight[k])
         if need_feats:
-            _accumulate(grad_feats, in_rows, g_k, weight_t[k], acc_buffer)
-    return grad_feats, grad_weight
+            _accumulate(grad_feats, in_rows, back.mul_(a_k), kmap.injective, acc_buffer)
+    return grad_feats, grad_weight, grad_pairs
 
 
 class _GatherGemmScatter(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, feats, weight, kmap):
+    def forward(ctx, feats, weight, pair_weights, kmap):
         ctx.kmap = kmap
-        ctx.save_for_backward(feats, weight)
-        return _forward(feats, weight, kmap)
+        ctx.save_for_backward(feats, weight, pair_weights)
+        return _forward(feats, weight, pair_weights, kmap)
 
     @staticmethod
     def backward(ctx, grad_out):
-        feats, weight = ctx.saved_tensors
-        grad_feats, grad_weight = _backward(
-            feats, weight, grad_out.contiguous(), ctx.kmap, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        )
-        return grad_feats, grad_weight, None
+        feats, weight, pair_weights = ctx.saved_tensors
+        grads = _backward(feats, weight, pair_weights, grad_out.contiguous(), ctx.kmap, ctx.needs_input_grad[:3])
+        return (*grads, None)
 
 
-def gather_gemm_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
+def gather_gemm_scatter(
+    feats: torch.Tensor,
+    weight: torch.Tensor,
+    kernel_map: KernelMap,
+    pair_weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Apply ``weight [K, G, C_in/G, C_out/G]`` over ``kernel_map``; returns ``[num_outputs, C_out]``.
 
-    ``kernel_map`` pairs ``(i, o)`` of offset ``k`` contribute ``feats[i] @ W[k]`` (block-diagonal
-    over groups) to row ``o``. Differentiable in ``feats`` and ``weight``. bfloat16/float16
-    inputs accumulate in float32 and return their own dtype.
+    ``kernel_map`` pairs ``(i, o)`` of offset ``k`` contribute ``a * feats[i] @ W[k]`` (block-diagonal
+    over groups) to row ``o``, where ``a`` is the pair's entry of ``pair_weights`` (``[P]``, aligned
+    with ``kernel_map.in_rows``; 1 when omitted). Pair weights carry trilinear sampling weights,
+    modulation masks and per-sample tap attention, so deformable and dynamic convolutions run
+    through this same op. Differentiable in ``feats``, ``weight`` and ``pair_weights``.
+    bfloat16/float16 inputs accumulate in float32 and return their own dtype.
     """
     if feats.dim() != 2 or feats.shape[0] != kernel_map.num_inputs:
         raise ValueError(f"feats must have shape [{kernel_map.num_inputs}, C], got {tuple(feats.shape)}")
@@ -163,7 +200,14 @@ def gather_gemm_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map: K
         )
     if feats.dtype != weight.dtype:
         raise TypeError(f"feats dtype {feats.dtype} does not match weight dtype {weight.dtype}")
+    if pair_weights is not None:
+        if pair_weights.shape != (kernel_map.num_pairs,):
+            raise ValueError(
+                f"pair_weights must have shape [{kernel_map.num_pairs}] (one per pair), got {tuple(pair_weights.shape)}"
+            )
+        if pair_weights.dtype != feats.dtype:
+            raise TypeError(f"pair_weights dtype {pair_weights.dtype} does not match feats dtype {feats.dtype}")
     if feats.dtype in _REDUCED:
-        out = _GatherGemmScatter.apply(feats.float().contiguous(), weight.float(), kernel_map)
-        return out.to(feats.dtype)
-    return _GatherGemmScatter.apply(feats.contiguous(), weight, kernel_map)
+        pairs32 = None if pair_weights is None else pair_weights.float()
+        return _GatherGemmScatter.apply(feats.float().contiguous(), weight.float(), pairs32, kernel_map).to(feats.dtype)
+    return _GatherGemmScatter.apply(feats.contiguous(), weight, pair_weights, kernel_map)

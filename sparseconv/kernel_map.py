@@ -75,6 +75,10 @@ class KernelMap:
         output: coordinate set of the outputs (the input's own for submanifold maps).
         identity_offset: an offset whose pairs are exactly ``(i, i)`` for every row, or None;
             the core op skips its gather and scatter.
+        injective: within one offset every input row and every output row appears at most once
+            (true of every map built here: a tap moves each site by a fixed vector). Maps made
+            elsewhere, such as the corner pairs of a deformable convolution, set it False and the
+            core op accumulates with a scatter-add instead of gather-add-copy.
     """
 
     key: KernelMapKey
@@ -86,6 +90,7 @@ class KernelMap:
     input: CoordinateSet
     output: CoordinateSet
     identity_offset: Optional[int] = None
+    injective: bool = True
     _transpose_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -118,6 +123,7 @@ class KernelMap:
                 input=self.output,
                 output=self.input,
                 identity_offset=self.identity_offset,
+                injective=self.injective,
             )
             self._transpose_cache["t"] = cached
         return cached

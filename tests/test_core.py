@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sparseconv.core import gather_gemm_scatter
-from sparseconv.kernel_map import KernelMapKey
+from sparseconv.kernel_map import KernelMap, KernelMapKey
 from sparseconv.testing import random_sparse_tensor
 
 
@@ -39,7 +39,7 @@ def test_backward_keeps_only_features_and_weight():
     feats = x.feats.clone().requires_grad_()
     weight = torch.randn(kmap.kernel_volume, 1, 4, 8, dtype=torch.float64, requires_grad=True)
     out = gather_gemm_scatter(feats, weight, kmap)
-    saved = out.grad_fn.saved_tensors
+    saved = [t for t in out.grad_fn.saved_tensors if t is not None]
     assert len(saved) == 2
     assert saved[0].data_ptr() == feats.data_ptr() and saved[1].data_ptr() == weight.data_ptr()
 
@@ -84,3 +84,56 @@ def test_bfloat16_accumulates_in_float32():
     exact = gather_gemm_scatter(feats_bf16.double(), weight_bf16.double(), kmap).bfloat16()
     assert torch.allclose(out.double(), exact.double(), rtol=2 ** -7, atol=1e-6 * exact.abs().max().item())
     assert (out.double() - reference).abs().max() <= 0.02 * reference.abs().max()
+
+
+def _scrambled_map(kmap):
+    """The same pairs but each offset's pairs doubled and shuffled: rows repeat within an offset,
+    so the map is not injective (like the 8 corner pairs per tap of a deformable conv)."""
+    gen = torch.Generator().manual_seed(0)
+    ins, outs, counts = [], [], []
+    for k in range(kmap.kernel_volume):
+        i, o = kmap.pairs(k)
+        i, o = torch.cat((i, i)), torch.cat((o, o))
+        perm = torch.randperm(i.numel(), generator=gen)
+        ins.append(i[perm])
+        outs.append(o[perm])
+        counts.append(i.numel())
+    bounds = [0]
+    for c in counts:
+        bounds.append(bounds[-1] + c)
+    return KernelMap(kmap.key, torch.cat(ins), torch.cat(outs), tuple(bounds), kmap.num_inputs, kmap.num_outputs,
+                     kmap.input, kmap.output, injective=False)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("injective", [True, False])
+def test_gradcheck_with_pair_weights(groups, injective):
+    x, kmap = _map("conv", (2, 2, 2), (1, 1, 1))
+    if not injective:
+        kmap = _scrambled_map(kmap)
+    feats = x.feats.clone().requires_grad_()
+    weight = torch.randn(kmap.kernel_volume, groups, 4 // groups, 2, dtype=torch.float64, requires_grad=True)
+    pairs = torch.rand(kmap.num_pairs, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, w, a: gather_gemm_scatter(f, w, kmap, a), (feats, weight, pairs))
+
+
+def test_pair_weights_match_explicit_sum_on_non_injective_map():
+    x, kmap = _map("submanifold", (3, 3, 3))
+    kmap = _scrambled_map(kmap)
+    weight = torch.randn(kmap.kernel_volume, 1, 4, 3, dtype=torch.float64)
+    pairs = torch.rand(kmap.num_pairs, dtype=torch.float64)
+    expected = torch.zeros(kmap.num_outputs, 3, dtype=torch.float64)
+    for k in range(kmap.kernel_volume):
+        lo, hi = kmap.offset_bounds[k], kmap.offset_bounds[k + 1]
+        for p in range(lo, hi):
+            expected[kmap.out_rows[p]] += pairs[p] * x.feats[kmap.in_rows[p]] @ weight[k, 0]
+    assert torch.allclose(gather_gemm_scatter(x.feats, weight, kmap, pairs), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_pair_weights_of_ones_change_nothing():
+    x, kmap = _map()
+    weight = torch.randn(kmap.kernel_volume, 1, 4, 3, dtype=torch.float64)
+    ones = torch.ones(kmap.num_pairs, dtype=torch.float64)
+    assert torch.allclose(gather_gemm_scatter(x.feats, weight, kmap, ones), gather_gemm_scatter(x.feats, weight, kmap))
+    with pytest.raises(ValueError, match=r"pair_weights must have shape \[%d\]" % kmap.num_pairs):
+        gather_gemm_scatter(x.feats, weight, kmap, ones[:-1])
