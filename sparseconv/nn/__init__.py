@@ -19,12 +19,13 @@ from .pointwise import (
     Softmax,
     SyncBatchNorm,
     Tanh,
+    convert_sync_batchnorm,
 )
 from .pooling import GlobalAvgPool, GlobalMaxPool, GlobalSumPool, SparseAvgPool3d, SparseMaxPool3d, ToDense
 
 __all__ = [
     "SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d",
     "SparseMaxPool3d", "SparseAvgPool3d", "GlobalAvgPool", "GlobalMaxPool", "GlobalSumPool", "ToDense",
-    "BatchNorm", "SyncBatchNorm", "LayerNorm", "Linear", "Dropout", "Identity",
+    "BatchNorm", "SyncBatchNorm", "convert_sync_batchnorm", "LayerNorm", "Linear", "Dropout", "Identity",
     "ReLU", "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softmax",
 ]

@@ -31,8 +31,83 @@ class BatchNorm(_FeatureWise, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` over the features of the active sites (statistics over all sites of the batch)."""
 
 
-class SyncBatchNorm(_FeatureWise, nn.SyncBatchNorm):
-    """``nn.SyncBatchNorm`` over active-site features, for DDP; statistics are shared across processes."""
+class SyncBatchNorm(BatchNorm):
+    """BatchNorm whose batch statistics are taken over the active sites of *every* process.
+
+    In training mode inside an initialised ``torch.distributed`` process group of more than one
+    process, each process contributes ``(count, sum, sum of squares)`` of its active-site
+    features; one autograd-aware ``all_reduce`` (``torch.distributed.nn.functional``) gives
+    the global mean and biased variance, so forward and gradients equal a single
+    ``BatchNorm`` over the concatenated batch, and the running statistics (unbiased variance,
+    as PyTorch) stay identical on every rank. Works with gloo on CPU (``nn.SyncBatchNorm``
+    supports GPUs only) and with nccl. Outside a process group, or in eval mode, it is
+    :class:`BatchNorm`. Parameters and buffers are those of ``nn.BatchNorm1d``.
+    """
+
+    def __init__(self, *args, process_group=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
+
+    def _distributed(self) -> bool:
+        import torch.distributed as dist
+
+        return (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size(self.process_group) > 1
+        )
+
+    def forward(self, input):
+        if not self._distributed():
+            return super().forward(input)
+        feats = input.feats if isinstance(input, SparseTensor) else input
+        if not isinstance(feats, torch.Tensor) or feats.dim() != 2:
+            raise ValueError(f"SyncBatchNorm expects features [N, C], got {getattr(feats, 'shape', type(feats))}")
+        out = self._sync_normalize(feats)
+        return input.replace(out) if isinstance(input, SparseTensor) else out
+
+    def _sync_normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
+        stats_dtype = torch.float64 if feats.dtype == torch.float64 else torch.float32
+        x = feats.to(stats_dtype)
+        local = torch.cat((x.new_full((1,), float(x.shape[0])), x.sum(0), (x * x).sum(0)))
+        total = all_reduce(local, group=self.process_group) if self.process_group else all_reduce(local)
+        count, channels = total[0], self.num_features
+        if float(count) < 2:
+            raise ValueError("SyncBatchNorm needs more than one active site across all processes in training")
+        mean = total[1 : 1 + channels] / count
+        var = (total[1 + channels :] / count - mean * mean).clamp(min=0)
+        with torch.no_grad():
+            if self.track_running_stats:
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum
+                if momentum is None:  # cumulative moving average, as nn.BatchNorm
+                    momentum = 1.0 / float(self.num_batches_tracked)
+                unbiased = var * count / (count - 1)
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean.to(self.running_mean.dtype))
+                self.running_var.mul_(1 - momentum).add_(momentum * unbiased.to(self.running_var.dtype))
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight.to(stats_dtype) + self.bias.to(stats_dtype)
+        return out.to(feats.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
+    """Replace every :class:`BatchNorm` (not already synchronised) in ``module`` by a
+    :class:`SyncBatchNorm` with the same parameters and buffers; returns the module."""
+    if isinstance(module, BatchNorm) and not isinstance(module, SyncBatchNorm):
+        sync = SyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+            process_group=process_group,
+        )
+        sync.load_state_dict(module.state_dict())
+        sync.train(module.training)
+        return sync
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child, process_group))
+    return module
 
 
 class LayerNorm(_FeatureWise, nn.LayerNorm):
