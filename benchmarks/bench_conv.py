@@ -1,20 +1,26 @@
-"""Speed of kernel-map builds and sparse convolutions on realistic scans, with baselines.
+"""Speed and memory of kernel-map builds and sparse convolutions on realistic scans.
 
-Prints a table of median times (ms) for each scene:
+For each scene (a simulated 64-beam street scan at 5 cm, an indoor RGB-D sweep at 2 cm) and each
+layer (SubMConv3d k=3, SparseConv3d k=3 stride 2) at 16, 32 and 64 channels it prints medians of:
 
-* map build (hash + rulebook) for SubMConv3d k=3 and SparseConv3d k=3 s=2 on fresh coordinates,
-* forward (map cached) and backward of those layers at 16, 32 and 64 channels,
-* the GEMM floor: the layer's real multiply-adds at the best ``torch.mm`` rate measured in this
-  run on a cache-resident ``[8192, C] @ [C, C]`` block, and one plain ``torch.mm`` over all pairs,
-* dense ``F.conv3d`` on a crop of the grid next to the sparse layer on the same crop,
-* spconv's CPU build on the same coordinates and weights when it is installed (1 and 2 threads).
+* ``map``: kernel-map build from fresh coordinates (sorting/search included);
+* ``fwd``: forward with the map cached; ``bwd``: feature + weight gradients; their ratio;
+* ``floor``: the layer's multiply-adds at the best ``torch.mm`` rate measured in this run on a
+  cache-resident ``[8192, C] @ [C, C]`` block (what the cores can do), and ``fwd / floor``;
+* ``1 mm``: one plain ``torch.mm`` with as many rows as the map has pairs (same multiply-adds);
+* ``peak``: peak extra resident memory during a forward (output included), and its ratio to
+  input features + output features + kernel map;
+* ``map+fwd``: the whole layer, next to spconv's CPU build (1 and 2 threads) when installed;
+* dense ``F.conv3d`` on the densest 96x96x32 crop next to the sparse layer on that crop.
 
-Run:  python benchmarks/bench_conv.py            (full: 64-beam street scan + indoor scene)
+Run:  python benchmarks/bench_conv.py            (full)
       python benchmarks/bench_conv.py --quick    (small scans, few repeats: a smoke run)
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import platform
 import statistics
@@ -33,8 +39,12 @@ from sparseconv.kernel_map import KernelMapKey, build_kernel_map  # noqa: E402
 from sparseconv.nn import SparseConv3d, SubMConv3d  # noqa: E402
 from sparseconv.voxelize import voxelize  # noqa: E402
 
-SUBM = KernelMapKey("submanifold", (3, 3, 3))
-DOWN = KernelMapKey("conv", (3, 3, 3), (2, 2, 2), (1, 1, 1))
+LAYERS = (
+    ("SubMConv3d k3", KernelMapKey("submanifold", (3, 3, 3)), lambda c: SubMConv3d(c, c, 3, bias=False)),
+    ("SparseConv3d k3 s2", KernelMapKey("conv", (3, 3, 3), (2, 2, 2), (1, 1, 1)),
+     lambda c: SparseConv3d(c, c, 3, 2, 1, bias=False)),
+)
+CROP = (96, 96, 32)
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
@@ -53,28 +63,49 @@ def best_gemm_rate(channels: int, repeats: int) -> float:
     a = torch.randn(8192, channels)
     w = torch.randn(channels, channels)
     inner = 20
-    ms = median_ms(lambda: [a @ w for _ in range(inner)], repeats, warmup=2) / inner
-    return 8192 * channels * channels / ms
+    return 8192 * channels * channels / (median_ms(lambda: [a @ w for _ in range(inner)], repeats, 2) / inner)
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_extra_mb(fn):
+    """Peak resident memory added while ``fn`` runs (its result included), in MB; None where the
+    kernel cannot reset the high-water mark (non-Linux)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        return None
+    before = _status_kb("VmRSS")
+    result = fn()
+    peak = _status_kb("VmHWM")
+    del result
+    return (peak - before) / 1024
 
 
 def fresh(coord_set: CoordinateSet) -> CoordinateSet:
-    """Same coordinates, empty caches: a map build measured from scratch (hash included)."""
+    """Same coordinates, empty caches: a map build measured from scratch."""
     return CoordinateSet(coord_set.coords, coord_set.spatial_shape, coord_set.batch_size)
 
 
 def scenes(quick: bool):
     if quick:
-        lidar = generate_lidar_scan(seed=0, num_beams=32, horizontal_resolution=1024)
-        indoor = generate_indoor_scene(seed=0, num_views=4)
+        yield "street LiDAR 32-beam x 1024, 5 cm", generate_lidar_scan(0, 32, 1024).points, 0.05
+        yield "indoor RGB-D sweep (4 views), 2 cm", generate_indoor_scene(0, num_views=4).points, 0.02
     else:
-        lidar = generate_lidar_scan(seed=0)
-        indoor = generate_indoor_scene(seed=0)
-    yield "street LiDAR 64-beam, 5 cm", lidar.points, 0.05
-    yield "indoor room, 2 cm", indoor.points, 0.02
+        yield "street LiDAR 64-beam x 2048, 5 cm", generate_lidar_scan(0).points, 0.05
+        yield "indoor RGB-D sweep (10 views), 2 cm", generate_indoor_scene(0).points, 0.02
 
 
-def spconv_layer_ms(st: SparseTensor, channels: int, threads: int, repeats: int):
-    """(map + forward) ms of spconv's SubMConv3d, or None when spconv is not installed."""
+def spconv_ms(st: SparseTensor, key: KernelMapKey, channels: int, threads: int, repeats: int):
+    """spconv's whole layer (index build + forward), or None when spconv is not installed."""
     try:
         import spconv.pytorch as spconv  # type: ignore
     except Exception:
@@ -82,13 +113,15 @@ def spconv_layer_ms(st: SparseTensor, channels: int, threads: int, repeats: int)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        layer = spconv.SubMConv3d(channels, channels, 3, bias=False)
+        if key.kind == "submanifold":
+            layer = spconv.SubMConv3d(channels, channels, 3, bias=False)
+        else:
+            layer = spconv.SparseConv3d(channels, channels, 3, 2, 1, bias=False)
         feats = torch.randn(len(st), channels)
         indices = st.coords.int()
 
         def run():
-            x = spconv.SparseConvTensor(feats, indices, list(st.spatial_shape), st.batch_size)
-            layer(x)
+            layer(spconv.SparseConvTensor(feats, indices, list(st.spatial_shape), st.batch_size))
 
         with torch.no_grad():
             return median_ms(run, repeats)
@@ -97,72 +130,67 @@ def spconv_layer_ms(st: SparseTensor, channels: int, threads: int, repeats: int)
 
 
 def run(quick: bool) -> None:
-    repeats = 3 if quick else 7
+    repeats = 3 if quick else 9
     channel_list = (16, 32) if quick else (16, 32, 64)
     torch.manual_seed(0)
-    print(f"# sparseconv benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# sparseconv {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    rates = {c: best_gemm_rate(c, repeats) for c in channel_list}
     for name, points, voxel_size in scenes(quick):
         st, _ = voxelize(torch.from_numpy(points).float(), voxel_size)
         cs = st.coordinate_set
-        subm_map, down_map = cs.kernel_map(SUBM), cs.kernel_map(DOWN)
-        print(f"\n## {name}: {len(points):,} points -> {len(st):,} voxels, grid {st.spatial_shape}")
-        print(f"pairs: SubM k3 {subm_map.num_pairs:,}, Conv k3 s2 {down_map.num_pairs:,} "
-              f"({down_map.num_outputs:,} outputs)")
-        print(f"map build (fresh coordinates, hash included): SubM k3 "
-              f"{median_ms(lambda: build_kernel_map(fresh(cs), SUBM), repeats):.1f} ms, Conv k3 s2 "
-              f"{median_ms(lambda: build_kernel_map(fresh(cs), DOWN), repeats):.1f} ms")
-        print()
-        print("| layer | C | forward ms | backward ms | GEMM floor ms | fwd / floor | one mm over all pairs ms |"
-              " dense conv3d crop ms | sparse on crop ms | spconv 1t / 2t ms (map+fwd) |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        crop_size = (96, 96, 32)
-        cropped = st.crop(st.densest_block(crop_size), crop_size)
-        for channels in channel_list:
-            rate = best_gemm_rate(channels, repeats)
-            feats = torch.randn(len(st), channels)
-            for label, layer, kmap in (
-                ("SubMConv3d k3", SubMConv3d(channels, channels, 3, bias=False), subm_map),
-                ("SparseConv3d k3 s2", SparseConv3d(channels, channels, 3, 2, 1, bias=False), down_map),
-            ):
+        cropped = st.crop(st.densest_block(CROP), CROP)
+        print(f"\n## {name}: {len(points):,} points -> {len(st):,} voxels, grid {st.spatial_shape}\n")
+        print("| layer | C | pairs | map ms | fwd ms | bwd ms | bwd/fwd | floor ms | fwd/floor | 1 mm ms "
+              "| peak MB (x in+out+map) | map+fwd ms | spconv map+fwd 1t / 2t ms | dense crop ms | sparse crop ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for label, key, make in LAYERS:
+            kmap = cs.kernel_map(key)
+            map_ms = median_ms(lambda: build_kernel_map(fresh(cs), key), repeats)
+            map_bytes = kmap.in_rows.numel() * 8 * 2
+            for channels in channel_list:
+                layer = make(channels)
+                feats = torch.randn(len(st), channels)
                 x = st.replace(feats)
                 with torch.no_grad():
                     fwd = median_ms(lambda: layer(x), repeats)
+                    peak = peak_extra_mb(lambda: layer(x))
+                    whole = median_ms(lambda: layer(SparseTensor.from_coordinate_set(feats, fresh(cs))), repeats)
                 x_grad = st.replace(feats.clone().requires_grad_())
                 grad = torch.randn(kmap.num_outputs, channels)
 
-                def backward():
-                    out = layer(x_grad)
-                    out.feats.backward(grad)
+                def forward_backward():
+                    layer(x_grad).feats.backward(grad)
 
-                bwd = max(median_ms(backward, repeats) - fwd, 0.0)
-                floor = kmap.num_pairs * channels * channels / rate
-                big_a = torch.randn(kmap.num_pairs, channels)
-                w = torch.randn(channels, channels)
-                one_mm = median_ms(lambda: big_a @ w, repeats)
-                dense_in = torch.randn(1, channels, *cropped.spatial_shape)
+                bwd = max(median_ms(forward_backward, repeats) - fwd, 0.0)
+                floor = kmap.num_pairs * channels * channels / rates[channels]
+                rows = torch.randn(kmap.num_pairs, channels)
+                weight = torch.randn(channels, channels)
+                one_mm = median_ms(lambda: rows @ weight, repeats)
+                io_mb = (len(st) + kmap.num_outputs) * channels * 4 / 2**20 + map_bytes / 2**20
+                peak_cell = "n/a" if peak is None else f"{peak:.1f} ({peak / io_mb:.2f}x)"
+                one, two = (spconv_ms(st, key, channels, t, repeats) for t in (1, 2))
+                spconv_cell = "not installed" if one is None else f"{one:.1f} / {two:.1f} ({one / whole:.1f}x slower)"
+                stride = key.stride[0]
+                dense_in = torch.randn(1, channels, *CROP)
                 dense_w = torch.randn(channels, channels, 3, 3, 3)
-                stride = 1 if "SubM" in label else 2
-                dense = median_ms(lambda: F.conv3d(dense_in, dense_w, None, stride, 1), max(1, repeats // 2))
+                dense = median_ms(lambda: F.conv3d(dense_in, dense_w, None, stride, 1), max(1, repeats // 3))
                 crop_x = cropped.replace(torch.randn(len(cropped), channels))
                 with torch.no_grad():
                     sparse_crop = median_ms(lambda: layer(crop_x), repeats)
-                spconv_cell = "not installed"
-                if "SubM" in label:
-                    one = spconv_layer_ms(st, channels, 1, repeats)
-                    if one is not None:
-                        spconv_cell = f"{one:.1f} / {spconv_layer_ms(st, channels, 2, repeats):.1f}"
-                else:
-                    spconv_cell = "-"
-                print(f"| {label} | {channels} | {fwd:.1f} | {bwd:.1f} | {floor:.1f} | {fwd / floor:.2f}x | "
-                      f"{one_mm:.1f} | {dense:.1f} ({len(cropped):,} active of {cropped.spatial_shape}) | "
-                      f"{sparse_crop:.1f} | {spconv_cell} |")
+                print(f"| {label} | {channels} | {kmap.num_pairs:,} | {map_ms:.1f} | {fwd:.1f} | {bwd:.1f} | "
+                      f"{bwd / fwd:.2f} | {floor:.1f} | {fwd / floor:.2f} | {one_mm:.1f} | {peak_cell} | {whole:.1f} | "
+                      f"{spconv_cell} | {dense:.1f} | {sparse_crop:.1f} ({len(cropped):,} sites) |")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small scans and few repeats (smoke run)")
     args = parser.parse_args(argv)
+    if sys.platform.startswith("linux"):
+        # Large blocks straight from mmap and back to the OS on free, so resident memory tracks
+        # live tensors and the peak-memory column is meaningful.
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
     run(args.quick)
 
 
