@@ -8,13 +8,13 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["sparseconv", "sparseconv.*"]),
-    install_requires=["torch>=2.1", "numpy", "scipy", "tqdm"],
+    install_requires=["torch>=2.1", "numpy", "scipy", "tqdm", "pillow"],
     extras_require={
-        "test": ["pytest>=7", "open3d>=0.18"],
+        "test": ["pytest>=7", "open3d>=0.18", "laspy"],
         "io": ["open3d>=0.18"],
         "las": ["laspy[lazrs]"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["sparseconv = sparseconv.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

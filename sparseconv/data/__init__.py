@@ -1,22 +1,23 @@
-"""Data sources for sparseconv: synthetic, sensor-modelled point clouds for tests and benchmarks."""
-from .synthetic import (
-    CLASS_COLORS,
-    INDOOR_CLASS_COLORS,
-    INDOOR_CLASSES,
-    SEMANTIC_CLASSES,
-    LidarScan,
-    LidarSensor,
-    PointCloudScan,
-    Scene,
-    SceneObject,
-    generate_indoor_scene,
-    generate_lidar_scan,
-    make_indoor_scene,
-    make_street_scene,
-    simulate_scan,
+"""Data sources for sparseconv: synthetic, sensor-modelled point clouds for tests and benchmarks, and
+datasets over the standard on-disk layouts (SemanticKITTI, folders of PLY scans) with a batching collate.
+
+The synthetic generators need Open3D; they are imported on first use (``from sparseconv.data
+import generate_lidar_scan`` works as usual), so reading datasets from disk does not pay
+for importing Open3D.
+"""
+from .datasets import (
+    CloudBatch,
+    CloudSample,
+    PLYFolder,
+    PointCloudDataset,
+    SemanticKITTI,
+    SparseCollate,
+    SyntheticScans,
+    collate_clouds,
+    majority_labels,
 )
 
-__all__ = [
+_SYNTHETIC = (
     "SEMANTIC_CLASSES",
     "CLASS_COLORS",
     "INDOOR_CLASSES",
@@ -31,4 +32,31 @@ __all__ = [
     "generate_lidar_scan",
     "make_indoor_scene",
     "generate_indoor_scene",
+)
+
+__all__ = [
+    *_SYNTHETIC,
+    "CloudSample",
+    "CloudBatch",
+    "PointCloudDataset",
+    "SemanticKITTI",
+    "PLYFolder",
+    "SyntheticScans",
+    "collate_clouds",
+    "majority_labels",
+    "SparseCollate",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SYNTHETIC:
+        from . import synthetic
+
+        value = getattr(synthetic, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

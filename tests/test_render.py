@@ -1,0 +1,147 @@
+"""The headless renderer: points land on the pixels the projection says, in their colours,
+the z-buffer keeps the right point, and pictures of the sample scans look like the scans."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sparseconv import io as sio
+from sparseconv.render import (
+    BACKGROUND,
+    BirdsEyeView,
+    PerspectiveCamera,
+    colormap,
+    label_palette,
+    render_birdseye,
+    render_perspective,
+    render_views,
+    save_png,
+    scan_colors,
+)
+
+DATASETS = os.path.join(os.path.dirname(__file__), "..", "datasets")
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+def test_birdseye_puts_known_points_on_known_pixels():
+    view = BirdsEyeView((0.0, 0.0, 10.0, 10.0), 100, 100)  # 10 px per metre, row 0 at y = 10
+    points = np.array([[0.05, 9.95, 0], [9.95, 0.05, 0], [5.02, 5.02, 0], [2.55, 7.55, 1]])
+    colors = np.array([RED, GREEN, BLUE, WHITE], dtype=np.uint8)
+    img, _ = render_birdseye(points, colors, view=view, point_radius=0)
+    assert img.shape == (100, 100, 3)
+    expected = {(0, 0): RED, (99, 99): GREEN, (49, 50): BLUE, (24, 25): WHITE}  # (row, col)
+    for (r, c), rgb in expected.items():
+        assert tuple(img[r, c]) == rgb, (r, c)
+    assert (img.reshape(-1, 3) != BACKGROUND).any(1).sum() == 4  # nothing else drawn
+    cols, rows = view.project(points)
+    np.testing.assert_array_equal(np.floor(rows).astype(int), [0, 99, 49, 24])
+    np.testing.assert_array_equal(np.floor(cols).astype(int), [0, 99, 50, 25])
+
+
+def test_birdseye_splats_discs_and_keeps_the_highest_point():
+    view = BirdsEyeView((0.0, 0.0, 10.0, 10.0), 100, 100)
+    points = np.array([[5.05, 5.05, 0.0], [5.05, 5.05, 2.0], [5.05, 5.05, 1.0]])
+    colors = np.array([RED, GREEN, BLUE], dtype=np.uint8)
+    img, _ = render_birdseye(points, colors, view=view, point_radius=2)
+    assert tuple(img[49, 50]) == GREEN  # the highest of three points on one pixel
+    drawn = (img.reshape(100, 100, 3) != BACKGROUND).any(2)
+    assert drawn.sum() == 21  # a radius-2 disc
+    assert drawn[47:52, 48:53].sum() == 21
+    # input order does not matter
+    img2, _ = render_birdseye(points[::-1], colors[::-1], view=view, point_radius=2)
+    np.testing.assert_array_equal(img, img2)
+    # voxel footprints: squares
+    img3, _ = render_birdseye(points[:1], colors[:1], view=view, point_radius=2, square=True)
+    drawn = (img3 != BACKGROUND).any(2)
+    assert drawn.sum() == 25 and drawn[47:52, 48:53].all()
+
+
+def test_perspective_projection_and_nearest_point_wins():
+    cam = PerspectiveCamera(eye=(0.0, 0.0, 10.0), target=(0.0, 0.0, 0.0), width=101, height=81, fov_deg=90.0,
+                            up=(0.0, 1.0, 0.0))
+    # looking straight down with y up the image: +x is to the right, +y up
+    cols, rows, depth = cam.project(np.array([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]))
+    np.testing.assert_allclose(cols, [50.5, 50.5 + 25.25, 50.5])
+    np.testing.assert_allclose(rows, [40.5, 40.5, 40.5 - 25.25])
+    np.testing.assert_allclose(depth, [10, 10, 10])
+    points = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 0.0, 20.0]])  # the last is behind the camera
+    colors = np.array([RED, GREEN, BLUE], dtype=np.uint8)
+    img, _ = render_perspective(points, colors, camera=cam, point_radius=0, fog=0)
+    assert tuple(img[40, 50]) == GREEN
+    assert (img.reshape(-1, 3) != BACKGROUND).any(1).sum() == 1
+
+
+def test_colormap_and_palettes():
+    c = colormap(np.array([0.0, 0.5, 1.0, np.nan, 7.0]), 0.0, 1.0)
+    assert tuple(c[0]) == (68, 1, 84) and tuple(c[2]) == (253, 231, 37) and tuple(c[4]) == (253, 231, 37)
+    assert tuple(c[3]) == (128, 128, 128)
+    pal = label_palette(range(20))
+    assert len(set(pal.values())) == 20 and pal == label_palette(range(20))
+    pts = np.zeros((4, 3))
+    colors, legend = scan_colors(pts, "label", labels=np.array([3, 3, 1, 9]), label_names={3: "car"},
+                                 label_colors={3: (1, 2, 3)})
+    assert tuple(colors[0]) == (1, 2, 3) and legend.entries[0][0].startswith("car  50.0%")
+    with pytest.raises(ValueError, match="no labels"):
+        scan_colors(pts, "label")
+    with pytest.raises(ValueError, match="unknown colour mode"):
+        scan_colors(pts, "mood")
+
+
+def _render_sample(path, mode):
+    scan = sio.read_scan(path)
+    colors, legend = scan_colors(scan.points, mode, intensity=scan.intensity, labels=scan.labels, colors=scan.colors,
+                                 label_names=scan.label_names, label_colors=scan.label_colors)
+    return scan, colors, legend
+
+
+@pytest.mark.parametrize("rel,mode", [
+    (("semantickitti", "sequences", "00", "velodyne", "000000.bin"), "label"),
+    (("indoor", "room_000.ply"), "rgb"),
+    (("street_000.npz"), "height"),
+])
+def test_sample_scan_pictures_match_the_projected_points(tmp_path, rel, mode):
+    path = os.path.join(DATASETS, *rel) if isinstance(rel, tuple) else os.path.join(DATASETS, rel)
+    scan, colors, legend = _render_sample(path, mode)
+    S = 320
+    picture = render_views(scan.points, colors, legend=legend, title=os.path.basename(path), panel_size=S)
+    out = save_png(tmp_path / "scan.png", picture)
+    png = np.asarray(Image.open(out).convert("RGB"))
+    np.testing.assert_array_equal(png, picture)
+    assert png.shape == (S, 2 * S + 230, 3)
+    # both views are far from blank
+    for panel in (png[30:S - 30, :S], png[30:S - 30, S:2 * S]):
+        drawn = (panel != BACKGROUND).any(2).mean()
+        assert drawn > 0.04, drawn
+    # the bird's-eye panel shows exactly the projected points (away from the text overlays)
+    bev, view = render_birdseye(scan.points, colors, S, S)
+    cols, rows = view.project(scan.points.astype(np.float64))
+    c0, r0 = np.floor(cols).astype(int), np.floor(rows).astype(int)
+    inside = (c0 >= 0) & (c0 < S) & (r0 >= 30) & (r0 < S - 45)
+    occupied = np.zeros((S, S), bool)
+    occupied[r0[inside], c0[inside]] = True
+    drawn = (png[:, :S] != BACKGROUND).any(2)
+    band = slice(30, S - 45)  # clear of the title and the scale bar
+    assert drawn[band][occupied[band]].mean() == 1.0  # every pixel hit by a point is coloured
+    near = np.zeros((S, S), bool)  # within one pixel (a splat) of some point, wherever that point is
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            r, c = r0 + dr, c0 + dc
+            ok = (r >= 0) & (r < S) & (c >= 0) & (c < S)
+            near[r[ok], c[ok]] = True
+    assert not drawn[band][~near[band]].any()  # nothing is drawn farther than a splat from a point
+    # every colour drawn there is the colour of a point (the bird's-eye view adds no shading)
+    key = lambda a: (a[..., 0].astype(np.int64) << 16) | (a[..., 1].astype(np.int64) << 8) | a[..., 2]  # noqa: E731
+    assert np.isin(key(png[band, :S][drawn[band]]), key(colors)).all()
+    if mode == "label":  # every class present is in the legend and in the picture
+        for _, rgb in legend.entries[:4]:
+            assert ((png == np.array(rgb, np.uint8)).all(2)).sum() > 20
+
+
+def test_save_png_is_atomic(tmp_path):
+    img = np.zeros((8, 8, 3), np.uint8)
+    save_png(tmp_path / "a.png", img)
+    assert os.listdir(tmp_path) == ["a.png"]
+    with pytest.raises(ValueError, match="uint8"):
+        save_png(tmp_path / "b.png", img.astype(np.float32))
+    assert os.listdir(tmp_path) == ["a.png"]
