@@ -3,7 +3,7 @@
 Every convolution is gather, GEMM, scatter over a kernel map:
 points -> voxelize -> SparseTensor -> kernel map -> gather-GEMM-scatter -> modules.
 """
-from . import functional, nn, testing
+from . import analysis, functional, models, nn, testing
 from .coordinates import CoordinateSet
 from .kernel_map import KernelMap, KernelMapKey
 from .tensor import SparseTensor
@@ -21,5 +21,7 @@ __all__ = [
     "functional",
     "nn",
     "testing",
+    "analysis",
+    "models",
 ]
 __version__ = "0.1.0"
