@@ -5,12 +5,13 @@ layer (SubMConv3d k=3, SparseConv3d k=3 stride 2) at 16, 32 and 64 channels it p
 
 * ``map``: kernel-map build from fresh coordinates (sorting/search included);
 * ``fwd``: forward with the map cached; ``bwd``: feature + weight gradients; their ratio;
-* ``floor``: the layer's multiply-adds at the best ``torch.mm`` rate measured in this run on a
-  cache-resident ``[8192, C] @ [C, C]`` block (what the cores can do), and ``fwd / floor``;
+* ``floor``: the layer's multiply-adds at the best ``torch.mm`` rate measured in this run on
+  cache-resident ``[R, C] @ [C, C]`` blocks (what the cores can do), and ``fwd / floor``;
 * ``1 mm``: one plain ``torch.mm`` with as many rows as the map has pairs (same multiply-adds);
 * ``peak``: peak extra resident memory during a forward (output included), and its ratio to
   input features + output features + kernel map;
-* ``map+fwd``: the whole layer, next to spconv's CPU build (1 and 2 threads) when installed;
+* ``map+fwd``: the whole layer, next to spconv's CPU build (1 and 2 threads) when installed, and
+  spconv's index build alone (a 1-channel layer, single-threaded) next to our ``map``;
 * dense ``F.conv3d`` on the densest 96x96x32 crop next to the sparse layer on that crop.
 
 Run:  python benchmarks/bench_conv.py            (full)
@@ -59,11 +60,17 @@ def median_ms(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def best_gemm_rate(channels: int, repeats: int) -> float:
-    """Multiply-adds per ms of torch.mm on a cache-resident [8192, C] @ [C, C] block."""
-    a = torch.randn(8192, channels)
+    """Multiply-adds per ms of ``torch.mm`` at its best on cache-resident blocks: the rate over
+    ``[R, C] @ [C, C]`` for R in 4096..32768 rows, output preallocated, best R kept."""
     w = torch.randn(channels, channels)
     inner = 20
-    return 8192 * channels * channels / (median_ms(lambda: [a @ w for _ in range(inner)], repeats, 2) / inner)
+    best = 0.0
+    for rows in (4096, 8192, 16384, 32768):
+        a = torch.randn(rows, channels)
+        out = torch.empty(rows, channels)
+        ms = median_ms(lambda: [torch.mm(a, w, out=out) for _ in range(inner)], repeats, 2) / inner
+        best = max(best, rows * channels * channels / ms)
+    return best
 
 
 def _status_kb(field: str) -> int:
@@ -74,19 +81,33 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+_M_MMAP_THRESHOLD = -3
+_TIMING_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling: steady-state allocation behaviour
+_MEMORY_MMAP_THRESHOLD = 128 << 10  # every large block from mmap, returned on free
+
+
 def peak_extra_mb(fn):
-    """Peak resident memory added while ``fn`` runs (its result included), in MB; None where the
-    kernel cannot reset the high-water mark (non-Linux)."""
+    """Peak resident memory added while ``fn`` runs (its result included), in MB; None off Linux.
+
+    For the measurement only, large blocks come straight from mmap and go back on free (so
+    resident memory tracks live tensors) and free heap pages are returned first; the
+    high-water mark is reset through ``/proc/self/clear_refs``.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL("libc.so.6")
     gc.collect()
+    libc.mallopt(_M_MMAP_THRESHOLD, _MEMORY_MMAP_THRESHOLD)
     try:
+        libc.malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")  # reset VmHWM to the current RSS
-    except OSError:
-        return None
-    before = _status_kb("VmRSS")
-    result = fn()
-    peak = _status_kb("VmHWM")
-    del result
+        before = _status_kb("VmRSS")
+        result = fn()
+        peak = _status_kb("VmHWM")
+        del result
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _TIMING_MMAP_THRESHOLD)
     return (peak - before) / 1024
 
 
@@ -142,11 +163,14 @@ def run(quick: bool) -> None:
         cropped = st.crop(st.densest_block(CROP), CROP)
         print(f"\n## {name}: {len(points):,} points -> {len(st):,} voxels, grid {st.spatial_shape}\n")
         print("| layer | C | pairs | map ms | fwd ms | bwd ms | bwd/fwd | floor ms | fwd/floor | 1 mm ms "
-              "| peak MB (x in+out+map) | map+fwd ms | spconv map+fwd 1t / 2t ms | dense crop ms | sparse crop ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| peak MB (x in+out+map) | map+fwd ms | spconv map+fwd 1t / 2t ms | spconv map ms | dense crop ms "
+              "| sparse crop ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, key, make in LAYERS:
             kmap = cs.kernel_map(key)
             map_ms = median_ms(lambda: build_kernel_map(fresh(cs), key), repeats)
+            spconv_map = spconv_ms(st, key, 1, 1, repeats)
+            spconv_map_cell = "-" if spconv_map is None else f"{spconv_map:.1f}"
             map_bytes = kmap.in_rows.numel() * 8 * 2
             for channels in channel_list:
                 layer = make(channels)
@@ -180,7 +204,7 @@ def run(quick: bool) -> None:
                     sparse_crop = median_ms(lambda: layer(crop_x), repeats)
                 print(f"| {label} | {channels} | {kmap.num_pairs:,} | {map_ms:.1f} | {fwd:.1f} | {bwd:.1f} | "
                       f"{bwd / fwd:.2f} | {floor:.1f} | {fwd / floor:.2f} | {one_mm:.1f} | {peak_cell} | {whole:.1f} | "
-                      f"{spconv_cell} | {dense:.1f} | {sparse_crop:.1f} ({len(cropped):,} sites) |")
+                      f"{spconv_cell} | {spconv_map_cell} | {dense:.1f} | {sparse_crop:.1f} ({len(cropped):,} sites) |")
 
 
 def main(argv=None) -> None:
@@ -188,9 +212,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="small scans and few repeats (smoke run)")
     args = parser.parse_args(argv)
     if sys.platform.startswith("linux"):
-        # Large blocks straight from mmap and back to the OS on free, so resident memory tracks
-        # live tensors and the peak-memory column is meaningful.
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _TIMING_MMAP_THRESHOLD)
     run(args.quick)
 
 
