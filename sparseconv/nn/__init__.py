@@ -29,3 +29,7 @@ __all__ = [
     "BatchNorm", "SyncBatchNorm", "convert_sync_batchnorm", "LayerNorm", "Linear", "Dropout", "Identity",
     "ReLU", "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softmax",
 ]
+from .deform import SparseDeformConv3d, SubMDeformConv3d
+from .dynamic import SparseCondConv3d, SparseDynamicConv3d, SparseODConv3d
+
+__all__ += ["SparseDeformConv3d", "SubMDeformConv3d", "SparseDynamicConv3d", "SparseCondConv3d", "SparseODConv3d"]
