@@ -52,13 +52,15 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._validation import IntOrTriple, triple
+from ._validation import IntOrTriple
 from .coordinates import CoordinateSet
 from .core import gather_gemm_scatter
-from .functional import _check_input, _check_weight, conv_weight_to_core
+from .functional import _check_input, _check_weight, conv_map_key, conv_weight_to_core
 from .hashing import offset_key, pack_coords
 from .kernel_map import KernelMap, KernelMapKey, kernel_offsets
 from .tensor import SparseTensor
+
+DEFORM_LAYER = "submanifold deformable convolution"
 
 # Offsets larger than this (in voxels) are clamped before ``floor`` (only to find the corner
 # cell: such a position lies outside every grid, its corners read zero either way).
@@ -79,19 +81,9 @@ def deform_geometry(
     :func:`~sparseconv.functional.sparse_conv3d` with the same geometry (its cached map is
     built or reused), so offsets predicted by that conv line up row for row.
     """
-    kernel3 = triple(kernel_size, "kernel_size", 1)
-    stride3 = triple(stride, "stride", 1)
-    padding3 = triple(padding, "padding", 0)
-    dilation3 = triple(dilation, "dilation", 1)
+    key = conv_map_key(kernel_size, stride, padding, dilation, submanifold, DEFORM_LAYER)
     if submanifold:
-        if stride3 != (1, 1, 1) or padding3 != (0, 0, 0):
-            raise ValueError(
-                f"submanifold deformable convolution has stride 1 and 'same' padding; got stride={stride3}, "
-                f"padding={padding3} (use submanifold=False for the strided form)"
-            )
-        key = KernelMapKey("submanifold", kernel3, dilation=dilation3)
         return key, input.coordinate_set
-    key = KernelMapKey("conv", kernel3, stride3, padding3, dilation3)
     return key, input.coordinate_set.kernel_map(key).output
 
 

@@ -27,10 +27,10 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._validation import IntOrTriple, triple
+from ._validation import IntOrTriple
 from .core import gather_gemm_scatter
-from .functional import _check_input
-from .kernel_map import KernelMap, KernelMapKey
+from .functional import _check_input, conv_map_key
+from .kernel_map import KernelMap
 from .tensor import SparseTensor
 
 _SPLIT_CACHE: "weakref.WeakKeyDictionary[KernelMap, Tuple[torch.Tensor, torch.Tensor, Tuple[int, ...]]]"
@@ -74,24 +74,6 @@ def per_sample_weight_to_core(weight: torch.Tensor, groups: int) -> torch.Tensor
     batch, c_out, cin_g = weight.shape[:3]
     core = weight.reshape(batch, groups, c_out // groups, cin_g, -1).permute(4, 0, 1, 3, 2)
     return core.reshape(-1, groups, cin_g, c_out // groups)
-
-
-def conv_map_key(
-    kernel_size: IntOrTriple, stride: IntOrTriple, padding: IntOrTriple, dilation: IntOrTriple, submanifold: bool
-) -> KernelMapKey:
-    """The map key of a convolution in submanifold (stride 1, 'same') or strided form."""
-    kernel3 = triple(kernel_size, "kernel_size", 1)
-    stride3 = triple(stride, "stride", 1)
-    padding3 = triple(padding, "padding", 0)
-    dilation3 = triple(dilation, "dilation", 1)
-    if submanifold:
-        if stride3 != (1, 1, 1) or padding3 != (0, 0, 0):
-            raise ValueError(
-                f"the submanifold form has stride 1 and 'same' padding; got stride={stride3}, padding={padding3} "
-                "(use submanifold=False for the strided form)"
-            )
-        return KernelMapKey("submanifold", kernel3, dilation=dilation3)
-    return KernelMapKey("conv", kernel3, stride3, padding3, dilation3)
 
 
 def sparse_conv3d_per_sample(

@@ -209,6 +209,33 @@ def sparse_inverse_conv3d(
     return _finish(feats, bias, kmap)
 
 
+def conv_map_key(
+    kernel_size: IntOrTriple,
+    stride: IntOrTriple,
+    padding: IntOrTriple,
+    dilation: IntOrTriple,
+    submanifold: bool,
+    layer: str = "the submanifold form",
+) -> KernelMapKey:
+    """The map key of a convolution in submanifold (stride 1, 'same') or strided form.
+
+    ``layer`` names the caller in the error raised when a submanifold form is given a stride or
+    padding it cannot honour.
+    """
+    kernel3 = triple(kernel_size, "kernel_size", 1)
+    stride3 = triple(stride, "stride", 1)
+    padding3 = triple(padding, "padding", 0)
+    dilation3 = triple(dilation, "dilation", 1)
+    if submanifold:
+        if stride3 != (1, 1, 1) or padding3 != (0, 0, 0):
+            raise ValueError(
+                f"{layer} has stride 1 and 'same' padding; got stride={stride3}, padding={padding3} "
+                "(use submanifold=False for the strided form)"
+            )
+        return KernelMapKey("submanifold", kernel3, dilation=dilation3)
+    return KernelMapKey("conv", kernel3, stride3, padding3, dilation3)
+
+
 def _pool_key(kernel_size, stride, padding, dilation) -> KernelMapKey:
     kernel3 = triple(kernel_size, "kernel_size", 1)
     stride3 = kernel3 if stride is None else triple(stride, "stride", 1)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .. import deform as SD
+from .. import functional as SF
 from .._validation import IntOrTriple
 from ..tensor import SparseTensor
 from .conv import SparseConv3d, SubMConv3d, _SparseConvNd
@@ -65,11 +66,7 @@ class SparseDeformConv3d(_SparseConvNd):
     ):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, False)
         SD.check_offset_groups(in_channels, offset_groups)
-        if submanifold and (self.stride != (1, 1, 1) or self.padding != (0, 0, 0)):
-            raise ValueError(
-                f"submanifold deformable convolution has stride 1 and 'same' padding; got stride={self.stride}, "
-                f"padding={self.padding}"
-            )
+        SF.conv_map_key(self.kernel_size, self.stride, self.padding, self.dilation, submanifold, SD.DEFORM_LAYER)
         self.offset_groups = offset_groups
         self.modulated = bool(modulated)
         self.submanifold = bool(submanifold)

@@ -75,7 +75,7 @@ class _SparseDynamicConvNd(nn.Module):
         self.groups = groups
         self.num_experts = num_experts
         self.submanifold = bool(submanifold)
-        SDY.conv_map_key(self.kernel_size, self.stride, self.padding, self.dilation, self.submanifold)  # validates
+        SF.conv_map_key(self.kernel_size, self.stride, self.padding, self.dilation, self.submanifold)  # validates
         self.temperature = temperature
         self.kernel_volume = self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2]
         self.weight = nn.Parameter(torch.empty(num_experts, out_channels, in_channels // groups, *self.kernel_size))
