@@ -73,38 +73,23 @@ def _as_tensor(value, name: str) -> torch.Tensor:
     raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
-def _positive_triple(value, name: str) -> Tuple[float, float, float]:
+def _number_triple(value, name: str, positive: bool) -> Tuple[float, float, float]:
+    """A number or 3 numbers as 3 finite floats, each also ``> 0`` when ``positive``."""
+    what = "a positive number or 3 positive numbers" if positive else "a number or 3 numbers"
     if isinstance(value, (torch.Tensor, np.ndarray)):
         value = value.tolist()
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive number or 3 positive numbers, got bool")
+        raise TypeError(f"{name} must be {what}, got bool")
     if isinstance(value, (int, float)):
         value = (value, value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 3:
-        raise ValueError(f"{name} must be a positive number or 3 positive numbers, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
         raise TypeError(f"{name} must contain numbers, got {value!r}")
     out = tuple(float(v) for v in value)
-    if not all(math.isfinite(v) and v > 0 for v in out):
+    if positive and not all(math.isfinite(v) and v > 0 for v in out):
         raise ValueError(f"{name} must be positive and finite on every axis, got {out}")
-    return out  # type: ignore[return-value]
-
-
-def _finite_triple(value, name: str) -> Tuple[float, float, float]:
-    if value is None:
-        return (0.0, 0.0, 0.0)
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        value = value.tolist()
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number or 3 numbers, got bool")
-    if isinstance(value, (int, float)):
-        value = (value, value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 3:
-        raise ValueError(f"{name} must be a number or 3 numbers, got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        raise TypeError(f"{name} must contain numbers, got {value!r}")
-    out = tuple(float(v) for v in value)
-    if not all(math.isfinite(v) for v in out):
+    if not positive and not all(math.isfinite(v) for v in out):
         raise ValueError(f"{name} must be finite, got {out}")
     return out  # type: ignore[return-value]
 
@@ -266,8 +251,8 @@ def voxelize(
     """
     if not isinstance(reduce, str) or reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    size = _positive_triple(voxel_size, "voxel_size")
-    origin_t = _finite_triple(origin, "origin")
+    size = _number_triple(voxel_size, "voxel_size", positive=True)
+    origin_t = (0.0, 0.0, 0.0) if origin is None else _number_triple(origin, "origin", positive=False)
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
