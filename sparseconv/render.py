@@ -39,6 +39,7 @@ __all__ = [
     "render_birdseye",
     "render_perspective",
     "render_views",
+    "render_confusion_matrix",
     "save_png",
 ]
 
@@ -490,6 +491,64 @@ def render_views(
         draw.text((lx + 30, y - 2), f"{legend.hi:.3g}", fill=fg, font=small)
         draw.text((lx + 30, y + bar_h - 14), f"{legend.lo:.3g}", fill=fg, font=small)
     return np.asarray(canvas)
+
+
+def render_confusion_matrix(
+    confusion,
+    class_names: Sequence[str],
+    *,
+    title: str = "",
+    cell_size: int = 56,
+) -> np.ndarray:
+    """A confusion matrix as a picture: rows are true classes, columns predictions.
+
+    Each cell is shaded by the row-normalised rate (recall for the diagonal) and prints it in
+    percent; the right column gives each class's IoU and item count. ``confusion``: integer
+    ``[C, C]`` counts (``confusion[t, p]``, as :func:`sparseconv.metrics.confusion_matrix`).
+    Returns ``uint8 [H, W, 3]`` (write it with :func:`save_png`).
+    """
+    import torch
+    from PIL import Image, ImageDraw
+
+    from .metrics import iou_per_class, mean_iou
+
+    counts = np.asarray(confusion, dtype=np.float64)
+    C = len(class_names)
+    if counts.shape != (C, C):
+        raise ValueError(f"confusion must be [{C}, {C}] for {C} class names, got {counts.shape}")
+    rows = counts.sum(1, keepdims=True)
+    rates = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    iou = iou_per_class(torch.from_numpy(counts)).numpy()
+    cell = int(cell_size)
+    label_w, top, right, bottom = 130, 120, 150, 40
+    width, height = label_w + C * cell + right, top + C * cell + bottom
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    small, text = _font(12), _font(14)
+    heading = title or "confusion matrix"
+    draw.text((10, 8), f"{heading}   mIoU {100 * mean_iou(torch.from_numpy(counts)):.1f}%",
+              fill=(235, 235, 235), font=_font(16))
+    draw.text((label_w, 34), "predicted class ->", fill=(170, 170, 170), font=small)
+    draw.text((10, top - 18), "true class", fill=(170, 170, 170), font=small)
+    for j, name in enumerate(class_names):  # column headers, written diagonally downwards
+        x = label_w + j * cell + 4
+        draw.text((x, 56 + (j % 2) * 22), name[:10], fill=(220, 220, 220), font=small)
+    shade = colormap(rates.reshape(-1), 0.0, 1.0).reshape(C, C, 3)
+    for i, name in enumerate(class_names):
+        y = top + i * cell
+        draw.text((10, y + cell // 2 - 8), name[:16], fill=(220, 220, 220), font=text)
+        for j in range(C):
+            x = label_w + j * cell
+            colour = tuple(int(v) for v in shade[i, j])
+            draw.rectangle([x, y, x + cell - 2, y + cell - 2], fill=colour)
+            ink = (0, 0, 0) if rates[i, j] > 0.55 else (240, 240, 240)
+            draw.text((x + 6, y + cell // 2 - 8), f"{100 * rates[i, j]:.0f}", fill=ink, font=text)
+        iou_text = "  -" if np.isnan(iou[i]) else f"{100 * iou[i]:.1f}"
+        draw.text((label_w + C * cell + 10, y + cell // 2 - 16), f"IoU {iou_text}", fill=(235, 235, 235), font=text)
+        draw.text((label_w + C * cell + 10, y + cell // 2 + 2), f"n={int(rows[i, 0]):,}", fill=(150, 150, 150),
+                  font=small)
+    draw.text((label_w, top + C * cell + 12), "cells: % of the true class's items", fill=(150, 150, 150), font=small)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _wrap(text: str, width: int) -> List[str]:

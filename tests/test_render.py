@@ -145,3 +145,22 @@ def test_save_png_is_atomic(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         save_png(tmp_path / "b.png", img.astype(np.float32))
     assert os.listdir(tmp_path) == ["a.png"]
+
+
+def test_confusion_matrix_picture_shades_cells_by_row_rate():
+    from sparseconv.render import render_confusion_matrix
+
+    cm = np.array([[90, 10, 0], [0, 50, 50], [0, 0, 0]])
+    image = render_confusion_matrix(cm, ("a", "b", "c"), cell_size=40)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    # cell (0,0) at 90% is brighter than cell (0,2) at 0%; rows without items stay at the 0% colour
+    top, left, cell = 120, 130, 40
+
+    def cell_colour(i, j):
+        return image[top + i * cell + 2, left + j * cell + 2].astype(int)
+
+    assert cell_colour(0, 0).sum() > cell_colour(0, 2).sum()
+    np.testing.assert_array_equal(cell_colour(2, 0), cell_colour(0, 2))
+    np.testing.assert_array_equal(cell_colour(1, 1), cell_colour(1, 2))  # 50% and 50%
+    with pytest.raises(ValueError, match="confusion must be \\[2, 2\\] for 2 class names"):
+        render_confusion_matrix(cm, ("a", "b"))
