@@ -189,6 +189,7 @@ def voxelize(
     drop_invalid: bool = False,
     *,
     batch_size: Optional[int] = None,
+    align: int = 1,
 ) -> Voxelization:
     r"""Bin points into voxels and reduce the features of the points in each voxel.
 
@@ -199,7 +200,8 @@ def voxelize(
 
     with ``o = origin`` and ``s = voxel_size`` (per axis), so the grid is aligned to
     ``origin`` (default: the world origin). The integer coordinates are then shifted by
-    ``m = min_p v(p)`` (per axis, over the whole batch) so that they start at 0; the
+    ``m = min_p v(p)`` (per axis, over the whole batch; rounded down to a multiple of
+    ``align``) so that they start at 0 (or just above); the
     returned tensor has ``coords = (b, v - m)``, ``spatial_shape = max(v - m) + 1``,
     ``voxel_size = s`` and ``origin = o + m * s``, so ``tensor.voxel_centers()`` is the
     true world centre :math:`o + (v + 1/2) s` of every voxel.
@@ -231,6 +233,11 @@ def voxelize(
         batch_size: number of batch entries of the output (keyword only); default the
             number of clouds (list input) or ``max(batch) + 1``. Larger values add empty
             batch entries.
+        align: the shift ``m`` is rounded down to a multiple of ``align`` per axis (keyword
+            only; default 1, no rounding). Give a network's total stride (16 for MinkUNet) so
+            that its strided convs cut the world into the same coarse cells whatever else is in
+            the batch: a scan then gets the same result alone as batched with others (as on
+            the processes of a distributed run).
 
     Returns:
         Voxelization: ``tensor`` (:class:`~sparseconv.SparseTensor` with ``N`` sites sorted by
@@ -253,6 +260,8 @@ def voxelize(
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     size = _number_triple(voxel_size, "voxel_size", positive=True)
     origin_t = (0.0, 0.0, 0.0) if origin is None else _number_triple(origin, "origin", positive=False)
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise ValueError(f"align must be a positive int, got {align!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
@@ -293,7 +302,7 @@ def voxelize(
             "use a larger voxel_size or a nearer origin"
         )
     icoords = grid.to(torch.int64)
-    shift = icoords.min(0).values
+    shift = torch.div(icoords.min(0).values, align, rounding_mode="floor") * align
     icoords = icoords - shift
     spatial_shape = tuple(int(v) + 1 for v in icoords.max(0).values.tolist())
     try:

@@ -468,3 +468,20 @@ def test_huge_grid_raises():
     points = torch.tensor([[0.0, 0.0, 0.0], [1e6, 1e6, 1e6]], dtype=torch.float64)
     with pytest.raises(ValueError, match="too large"):
         voxelize(points, 1e-6)
+
+
+def test_align_rounds_the_shift_so_a_scan_voxelizes_the_same_alone_or_batched():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(200, 3, generator=gen) * 3 + 1.37
+    b = torch.rand(150, 3, generator=gen) * 2 - 0.8
+    alone = voxelize([a], 0.1, align=16).tensor
+    batched = voxelize([a, b], 0.1, align=16).tensor
+    first = batched.coords[:, 0] == 0
+    # same world cells, and coordinates that differ by a multiple of 16 (same coarse cells)
+    torch.testing.assert_close(alone.voxel_centers(), batched.voxel_centers()[first])
+    delta = batched.coords[first, 1:] - alone.coords[:, 1:]
+    assert (delta == delta[0]).all() and (delta[0] % 16 == 0).all()
+    shift = torch.round(torch.tensor(alone.origin) / 0.1).long()
+    assert (shift % 16 == 0).all()
+    with pytest.raises(ValueError, match="align must be a positive int, got 0"):
+        voxelize([a], 0.1, align=0)

@@ -374,8 +374,9 @@ def majority_labels(point_to_voxel: torch.Tensor, labels: torch.Tensor, num_voxe
 
 
 def collate_clouds(samples: Sequence[CloudSample], voxel_size: Union[float, Sequence[float]] = 0.05, *,
-                   reduce: str = "mean", ignore_index: int = -1) -> CloudBatch:
-    """Voxelize a list of :class:`CloudSample` into one batched :class:`CloudBatch`."""
+                   reduce: str = "mean", ignore_index: int = -1, align: int = 1) -> CloudBatch:
+    """Voxelize a list of :class:`CloudSample` into one batched :class:`CloudBatch`
+    (``reduce`` and ``align`` as in :func:`~sparseconv.voxelize.voxelize`)."""
     if not samples:
         raise ValueError("collate_clouds needs at least one sample")
     channels = {s.feats.shape[1] for s in samples}
@@ -383,7 +384,7 @@ def collate_clouds(samples: Sequence[CloudSample], voxel_size: Union[float, Sequ
         raise ValueError(f"samples have different feature widths {sorted(channels)}; use the same features for all")
     points = [torch.from_numpy(np.ascontiguousarray(s.points, dtype=np.float32)) for s in samples]
     feats = [torch.from_numpy(np.ascontiguousarray(s.feats, dtype=np.float32)) for s in samples]
-    vox = voxelize(points, voxel_size, feats=feats, reduce=reduce)
+    vox = voxelize(points, voxel_size, feats=feats, reduce=reduce, align=align)
     counts = torch.tensor([p.shape[0] for p in points], dtype=torch.int64)
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
     point_batch = torch.repeat_interleave(torch.arange(len(samples)), counts)
@@ -400,15 +401,20 @@ def collate_clouds(samples: Sequence[CloudSample], voxel_size: Union[float, Sequ
 
 
 class SparseCollate:
-    """``collate_fn`` for a ``DataLoader``: ``SparseCollate(voxel_size, reduce="mean")``."""
+    """``collate_fn`` for a ``DataLoader``: ``SparseCollate(voxel_size, reduce="mean")``; see
+    :func:`collate_clouds` (``align=16`` for MinkUNet makes a scan's result independent of its
+    batch-mates)."""
 
-    def __init__(self, voxel_size: Union[float, Sequence[float]] = 0.05, reduce: str = "mean", ignore_index: int = -1):
+    def __init__(self, voxel_size: Union[float, Sequence[float]] = 0.05, reduce: str = "mean", ignore_index: int = -1,
+                 align: int = 1):
         self.voxel_size = voxel_size
         self.reduce = reduce
+        self.align = align
         self.ignore_index = ignore_index
 
     def __call__(self, samples: Sequence[CloudSample]) -> CloudBatch:
-        return collate_clouds(samples, self.voxel_size, reduce=self.reduce, ignore_index=self.ignore_index)
+        return collate_clouds(samples, self.voxel_size, reduce=self.reduce, ignore_index=self.ignore_index,
+                              align=self.align)
 
     def __repr__(self) -> str:
-        return f"SparseCollate(voxel_size={self.voxel_size}, reduce={self.reduce!r})"
+        return f"SparseCollate(voxel_size={self.voxel_size}, reduce={self.reduce!r}, align={self.align})"
