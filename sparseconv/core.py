@@ -28,6 +28,15 @@ How it is fast on a CPU (measured in ``benchmarks/bench_conv.py``):
 Only the input features, the weight and the (shared, cached) map are saved for
 backward; gathered blocks are recomputed rather than kept. Results are deterministic:
 the order of every floating-point addition is fixed by the map.
+
+Backends (the ``backend=`` argument of :func:`gather_gemm_scatter`): ``"torch"`` is the code in
+this module, the reference. ``"numba"`` is :mod:`sparseconv.backends.numba_cpu`, a fused
+gather-GEMM-scatter kernel compiled with numba (optional dependency) for CPU float32/float64
+injective maps without pair weights; it raises if numba is missing or the case is unsupported.
+``"auto"`` (default) takes numba where it is installed and supports the case (it was faster than
+the torch path at every channel count measured, ``benchmarks/bench_backends.py``), else torch.
+Both are deterministic; they agree to rounding, not bitwise (different summation order).
+Double backward (``create_graph=True``) always differentiates through the torch path's backward.
 """
 from __future__ import annotations
 
@@ -36,6 +45,7 @@ from typing import Optional
 
 import torch
 
+from . import backends
 from .kernel_map import KernelMap
 
 _REDUCED = (torch.bfloat16, torch.float16)
@@ -161,16 +171,58 @@ def _backward(feats, weight, pair_weights, grad_out, kmap: KernelMap, needs):
 
 class _GatherGemmScatter(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, feats, weight, pair_weights, kmap):
+    def forward(ctx, feats, weight, pair_weights, kmap, compiled):
         ctx.kmap = kmap
+        ctx.compiled = compiled
         ctx.save_for_backward(feats, weight, pair_weights)
-        return _forward(feats, weight, pair_weights, kmap)
+        # The inputs already have the dtype to compute in; autocast must not recast the GEMMs.
+        with torch.autocast(feats.device.type, enabled=False):
+            if compiled is not None:
+                return compiled.forward(feats, weight, pair_weights, kmap)
+            return _forward(feats, weight, pair_weights, kmap)
 
     @staticmethod
     def backward(ctx, grad_out):
         feats, weight, pair_weights = ctx.saved_tensors
-        grads = _backward(feats, weight, pair_weights, grad_out.contiguous(), ctx.kmap, ctx.needs_input_grad[:3])
-        return (*grads, None)
+        args = (feats, weight, pair_weights, grad_out.contiguous(), ctx.kmap, ctx.needs_input_grad[:3])
+        with torch.autocast(feats.device.type, enabled=False):
+            # A compiled backend's backward is not differentiable: double backward stays on torch.
+            if ctx.compiled is not None and not torch.is_grad_enabled():
+                grads = ctx.compiled.backward(*args)
+            else:
+                grads = _backward(*args)
+        return (*grads, None, None)
+
+
+def _select_backend(backend: str, feats, weight, pair_weights, kmap: KernelMap):
+    """The compiled backend module to run, or None for the torch path."""
+    if backend == "torch":
+        return None
+    module = backends.numba_backend()
+    if module is None:
+        if backend == "numba":
+            raise RuntimeError(f"backend='numba' needs numba ({backends.numba_unavailable_reason()})")
+        return None
+    if not module.supports(feats, weight, kmap, pair_weights):
+        if backend == "numba":
+            raise ValueError(
+                "backend='numba' supports CPU float32/float64 features, injective kernel maps and no "
+                f"pair_weights; got {feats.dtype} on {feats.device}, injective={kmap.injective}, "
+                f"pair_weights={'given' if pair_weights is not None else None}"
+            )
+        return None
+    return module
+
+
+def autocast_inputs(feats: torch.Tensor, *others: Optional[torch.Tensor]):
+    """Inside ``torch.autocast`` for ``feats``' device, cast ``feats`` and the floating tensors in
+    ``others`` to the autocast dtype, as autocast does for ``F.conv3d``; unchanged otherwise."""
+    device_type = feats.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return (feats, *others)
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = lambda t: t if t is None or not t.is_floating_point() else t.to(dtype)  # noqa: E731
+    return (cast(feats), *(cast(t) for t in others))
 
 
 def gather_gemm_scatter(
@@ -178,6 +230,7 @@ def gather_gemm_scatter(
     weight: torch.Tensor,
     kernel_map: KernelMap,
     pair_weights: Optional[torch.Tensor] = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Apply ``weight [K, G, C_in/G, C_out/G]`` over ``kernel_map``; returns ``[num_outputs, C_out]``.
 
@@ -186,8 +239,14 @@ def gather_gemm_scatter(
     with ``kernel_map.in_rows``; 1 when omitted). Pair weights carry trilinear sampling weights,
     modulation masks and per-sample tap attention, so deformable and dynamic convolutions run
     through this same op. Differentiable in ``feats``, ``weight`` and ``pair_weights``.
-    bfloat16/float16 inputs accumulate in float32 and return their own dtype.
+    bfloat16/float16 inputs accumulate in float32 and return their own dtype. Inside
+    ``torch.autocast`` the inputs are first cast to the autocast dtype (:func:`autocast_inputs`),
+    so a sparse conv under autocast computes in the same precision as ``F.conv3d`` would.
+
+    ``backend``: ``"auto"`` (default), ``"torch"`` or ``"numba"``; see the module docstring.
     """
+    if not isinstance(backend, str) or backend not in backends.BACKENDS:
+        raise ValueError(f"backend must be one of {backends.BACKENDS}, got {backend!r}")
     if feats.dim() != 2 or feats.shape[0] != kernel_map.num_inputs:
         raise ValueError(f"feats must have shape [{kernel_map.num_inputs}, C], got {tuple(feats.shape)}")
     if weight.dim() != 4 or weight.shape[0] != kernel_map.kernel_volume:
@@ -198,6 +257,7 @@ def gather_gemm_scatter(
         raise ValueError(
             f"feats has {feats.shape[1]} channels but weight expects {weight.shape[1] * weight.shape[2]}"
         )
+    feats, weight, pair_weights = autocast_inputs(feats, weight, pair_weights)
     if feats.dtype != weight.dtype:
         raise TypeError(f"feats dtype {feats.dtype} does not match weight dtype {weight.dtype}")
     if pair_weights is not None:
@@ -209,5 +269,9 @@ def gather_gemm_scatter(
             raise TypeError(f"pair_weights dtype {pair_weights.dtype} does not match feats dtype {feats.dtype}")
     if feats.dtype in _REDUCED:
         pairs32 = None if pair_weights is None else pair_weights.float()
-        return _GatherGemmScatter.apply(feats.float().contiguous(), weight.float(), pairs32, kernel_map).to(feats.dtype)
-    return _GatherGemmScatter.apply(feats.contiguous(), weight, pair_weights, kernel_map)
+        feats32, weight32 = feats.float().contiguous(), weight.float()
+        compiled = _select_backend(backend, feats32, weight32, pairs32, kernel_map)
+        return _GatherGemmScatter.apply(feats32, weight32, pairs32, kernel_map, compiled).to(feats.dtype)
+    feats = feats.contiguous()
+    compiled = _select_backend(backend, feats, weight, pair_weights, kernel_map)
+    return _GatherGemmScatter.apply(feats, weight, pair_weights, kernel_map, compiled)

@@ -55,7 +55,7 @@ import torch
 from ._validation import IntOrTriple
 from .coordinates import CoordinateSet
 from .core import gather_gemm_scatter
-from .functional import _check_input, _check_weight, conv_map_key, conv_weight_to_core
+from .functional import _check_weight, autocast_conv_inputs, conv_map_key, conv_weight_to_core
 from .hashing import offset_key, pack_coords
 from .kernel_map import KernelMap, KernelMapKey, kernel_offsets
 from .tensor import SparseTensor
@@ -261,7 +261,7 @@ def sparse_deform_conv3d(
     ``sparse_conv3d(input, weight, stride=stride, padding=padding, dilation=dilation)``.
     Dense twin: :func:`sparseconv.testing.dense_deform_conv3d`.
     """
-    _check_input(input)
+    input, weight, bias, offsets, masks = autocast_conv_inputs(input, weight, bias, offsets, masks)
     _check_weight(input, weight, groups, transposed=False)
     check_offset_groups(input.num_channels, offset_groups)
     key, out_set = deform_geometry(input, tuple(weight.shape[2:]), stride, padding, dilation, submanifold)

@@ -29,7 +29,7 @@ import torch
 
 from ._validation import IntOrTriple
 from .core import gather_gemm_scatter
-from .functional import _check_input, conv_map_key
+from .functional import autocast_conv_inputs, conv_map_key
 from .kernel_map import KernelMap
 from .tensor import SparseTensor
 
@@ -99,7 +99,7 @@ def sparse_conv3d_per_sample(
     Dense twin: ``F.conv3d(x.dense()[b:b+1], weight[b], bias[b], ...)`` for every ``b``
     (:func:`sparseconv.testing.dense_per_sample_conv3d`), read at the active output sites.
     """
-    _check_input(input)
+    input, weight, bias = autocast_conv_inputs(input, weight, bias)
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     batch = input.batch_size

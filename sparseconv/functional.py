@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ._validation import IntOrTriple, triple
-from .core import gather_gemm_scatter
+from .core import autocast_inputs, gather_gemm_scatter
 from .kernel_map import KernelMap, KernelMapKey
 from .tensor import SparseTensor
 
@@ -64,8 +64,18 @@ def _finish(feats: torch.Tensor, bias: Optional[torch.Tensor], kmap: KernelMap) 
     return SparseTensor.from_coordinate_set(feats, kmap.output)
 
 
-def _convolve(input, weight, bias, groups, key, transposed):
+def autocast_conv_inputs(input: SparseTensor, weight: torch.Tensor, *others):
+    """Inside ``torch.autocast``: the input's features, the weight and ``others`` (bias, offsets, ...)
+    in the autocast dtype, as autocast treats ``F.conv3d``; everything unchanged outside it."""
     _check_input(input)
+    feats, weight, *others = autocast_inputs(input.feats, weight, *others)
+    if feats is not input.feats:
+        input = input.replace(feats)
+    return (input, weight, *others)
+
+
+def _convolve(input, weight, bias, groups, key, transposed):
+    input, weight, bias = autocast_conv_inputs(input, weight, bias)
     _check_weight(input, weight, groups, transposed)
     if tuple(weight.shape[2:]) != key.kernel_size:
         raise ValueError(f"weight kernel {tuple(weight.shape[2:])} does not match kernel_size {key.kernel_size}")
@@ -195,7 +205,7 @@ def sparse_inverse_conv3d(
     ``F.conv_transpose3d(x.dense(), w, b, stride, padding, output_padding, groups, dilation)``
     with ``output_padding`` chosen so the grid is the original one, read at the original sites.
     """
-    _check_input(input)
+    input, weight, bias = autocast_conv_inputs(input, weight, bias)
     _check_weight(input, weight, groups, transposed=True)
     key = KernelMapKey(
         "conv",

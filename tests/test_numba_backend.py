@@ -1,0 +1,183 @@
+"""The numba CPU backend of the core op equals the torch path (forward and every gradient),
+is deterministic, and the ``backend=`` argument is validated."""
+import dataclasses
+
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from sparseconv import backends  # noqa: E402
+from sparseconv.core import gather_gemm_scatter  # noqa: E402
+from sparseconv.kernel_map import KernelMapKey  # noqa: E402
+from sparseconv.testing import random_sparse_tensor  # noqa: E402
+
+KEYS = {
+    "subm_k3": KernelMapKey("submanifold", (3, 3, 3)),
+    "conv_k3_s2": KernelMapKey("conv", (3, 3, 3), (2, 2, 2), (1, 1, 1)),
+    "transposed_k3_s2": KernelMapKey("transposed", (3, 3, 3), (2, 2, 2), (1, 1, 1)),
+    "conv_k2_s2": KernelMapKey("conv", (2, 2, 2), (2, 2, 2)),  # no identity offset
+}
+TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-5)}
+
+
+def _case(key, groups, c_in, c_out, dtype, seed=0, shape=(9, 9, 9)):
+    x = random_sparse_tensor(shape, groups * c_in, batch_size=2, density=0.2, dtype=dtype, seed=seed)
+    kmap = x.coordinate_set.kernel_map(key)
+    gen = torch.Generator().manual_seed(seed + 1)
+    weight = torch.randn(kmap.kernel_volume, groups, c_in, c_out, generator=gen, dtype=dtype)
+    return x.feats, weight, kmap
+
+
+def _run(feats, weight, kmap, backend, grad_seed=7):
+    feats = feats.clone().requires_grad_()
+    weight = weight.clone().requires_grad_()
+    out = gather_gemm_scatter(feats, weight, kmap, backend=backend)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=out.dtype)
+    grad_feats, grad_weight = torch.autograd.grad(out, (feats, weight), grad)
+    return out.detach(), grad_feats, grad_weight
+
+
+def _assert_close(actual, expected, dtype):
+    rtol, atol = TOL[dtype]
+    scale = max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol * scale)
+
+
+def test_available_and_supported():
+    assert backends.numba_available()
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 4, 4, torch.float32)
+    module = backends.numba_backend()
+    assert module.supports(feats, weight, kmap)
+    assert not module.supports(feats, weight, kmap, torch.ones(kmap.num_pairs))
+    assert not module.supports(feats.half(), weight.half(), kmap)
+    assert not module.supports(feats, weight, dataclasses.replace(kmap, injective=False))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("key", list(KEYS))
+@pytest.mark.parametrize(
+    "groups,c_in,c_out", [(1, 3, 5), (1, 5, 3), (1, 16, 16), (1, 32, 32), (1, 64, 64), (1, 17, 40), (2, 8, 16), (2, 3, 5)]
+)
+def test_matches_torch_path(key, groups, c_in, c_out, dtype):
+    feats, weight, kmap = _case(KEYS[key], groups, c_in, c_out, dtype)
+    for ours, reference in zip(_run(feats, weight, kmap, "numba"), _run(feats, weight, kmap, "torch")):
+        _assert_close(ours, reference, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_empty_offsets_and_no_identity(dtype):
+    """A conv map cut down to 3 of its 27 offsets (24 empty ones, no identity), and a map of no sites."""
+    x = random_sparse_tensor((7, 7, 7), 6, batch_size=1, density=0.1, dtype=dtype, seed=3)
+    cmap = x.coordinate_set.kernel_map(KEYS["conv_k3_s2"])
+    kept = (0, 13, 26)
+    b = cmap.offset_bounds
+    keep = torch.zeros(cmap.num_pairs, dtype=torch.bool)
+    bounds = [0]
+    for k in range(cmap.kernel_volume):
+        if k in kept:
+            keep[b[k]:b[k + 1]] = True
+        bounds.append(bounds[-1] + (b[k + 1] - b[k] if k in kept else 0))
+    cut = dataclasses.replace(
+        cmap, in_rows=cmap.in_rows[keep], out_rows=cmap.out_rows[keep], offset_bounds=tuple(bounds),
+        identity_offset=None, _transpose_cache={},
+    )
+    assert sum(c == 0 for c in cut.pair_counts()) >= 24 and cut.num_pairs > 0
+    weight = torch.randn(27, 1, 6, 20, dtype=dtype)
+    for ours, reference in zip(_run(x.feats, weight, cut, "numba"), _run(x.feats, weight, cut, "torch")):
+        _assert_close(ours, reference, dtype)
+
+    empty = random_sparse_tensor((5, 5, 5), 6, batch_size=1, density=0.0, dtype=dtype)
+    emap = empty.coordinate_set.kernel_map(KEYS["subm_k3"])
+    out, grad_feats, grad_weight = _run(empty.feats, weight, emap, "numba")
+    assert out.shape == (0, 20) and grad_feats.shape == (0, 6) and not grad_weight.any()
+
+
+def test_inverse_map():
+    x = random_sparse_tensor((9, 9, 9), 8, batch_size=2, density=0.2, dtype=torch.float64)
+    kmap = x.coordinate_set.kernel_map(KEYS["conv_k3_s2"]).transpose()
+    feats = torch.randn(kmap.num_inputs, 8, dtype=torch.float64)
+    weight = torch.randn(27, 1, 8, 16, dtype=torch.float64)
+    for ours, reference in zip(_run(feats, weight, kmap, "numba"), _run(feats, weight, kmap, "torch")):
+        _assert_close(ours, reference, torch.float64)
+
+
+@pytest.mark.parametrize("c", [5, 32])
+def test_bitwise_deterministic(c):
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, c, c, torch.float32, shape=(12, 12, 12))
+    first = _run(feats, weight, kmap, "numba")
+    second = _run(feats, weight, kmap, "numba")
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_auto_uses_numba_when_supported():
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 16, 16, torch.float32)
+    auto = gather_gemm_scatter(feats, weight, kmap)
+    assert torch.equal(auto, gather_gemm_scatter(feats, weight, kmap, backend="numba"))
+    # Unsupported (pair weights) falls back to the torch path under "auto".
+    pairs = torch.rand(kmap.num_pairs)
+    torch.testing.assert_close(
+        gather_gemm_scatter(feats, weight, kmap, pairs), gather_gemm_scatter(feats, weight, kmap, pairs, backend="torch"),
+        rtol=0, atol=0,
+    )
+
+
+def test_reduced_precision_goes_through_float32():
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 16, 16, torch.float32)
+    ours = gather_gemm_scatter(feats.bfloat16(), weight.bfloat16(), kmap, backend="numba")
+    reference = gather_gemm_scatter(feats.bfloat16(), weight.bfloat16(), kmap, backend="torch")
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), reference.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_create_graph_takes_the_torch_backward():
+    """With ``create_graph=True`` the numba backend's backward defers to the torch path's, so both
+    behave alike (today: the torch path's backward is itself not differentiable and says so)."""
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 3, 4, torch.float64)
+    errors = []
+    for backend in ("torch", "numba"):
+        f, w = feats.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = gather_gemm_scatter(f, w, kmap, backend=backend)
+        try:
+            torch.autograd.grad(out.sum(), (f, w), create_graph=True)
+            errors.append(None)
+        except RuntimeError as error:
+            errors.append(str(error))
+    assert errors[0] == errors[1]
+
+
+def test_backend_argument_errors():
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 4, 4, torch.float32)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        gather_gemm_scatter(feats, weight, kmap, backend="cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        gather_gemm_scatter(feats, weight, kmap, backend=None)
+    with pytest.raises(ValueError, match="backend='numba' supports"):
+        gather_gemm_scatter(feats, weight, kmap, torch.ones(kmap.num_pairs), backend="numba")
+    with pytest.raises(ValueError, match="backend='numba' supports"):
+        gather_gemm_scatter(feats, weight, dataclasses.replace(kmap, injective=False, _transpose_cache={}), backend="numba")
+
+
+def test_numba_missing_raises_clearly(monkeypatch):
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 4, 4, torch.float32)
+    monkeypatch.setattr(backends, "numba_backend", lambda: None)
+    monkeypatch.setattr(backends, "numba_unavailable_reason", lambda: "ImportError: no numba")
+    with pytest.raises(RuntimeError, match="backend='numba' needs numba"):
+        gather_gemm_scatter(feats, weight, kmap, backend="numba")
+    # "auto" quietly takes the torch path.
+    assert torch.equal(gather_gemm_scatter(feats, weight, kmap), gather_gemm_scatter(feats, weight, kmap, backend="torch"))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_leaves_torch_thread_count_alone(threads):
+    """numba's OpenMP layer shares the runtime with torch; a numba call must not change torch's
+    thread count (it changes summation order, so a training run would not be reproducible)."""
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 4, 4, torch.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        _run(feats, weight, kmap, "numba")
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
