@@ -468,8 +468,10 @@ def render_views(
             draw.text((lx, y), line, fill=fg, font=font)
             y += 20
         y += 6
-    draw.text((lx, y), f"{len(points):,} points" if subtitle is None else subtitle, fill=dim, font=small)
-    y += 24
+    for line in _wrap(f"{len(points):,} points" if subtitle is None else subtitle, 34):
+        draw.text((lx, y), line, fill=dim, font=small)
+        y += 17
+    y += 7
     if legend is not None and legend.entries:
         draw.text((lx, y), legend.title, fill=fg, font=font)
         y += 24

@@ -164,3 +164,18 @@ def test_confusion_matrix_picture_shades_cells_by_row_rate():
     np.testing.assert_array_equal(cell_colour(1, 1), cell_colour(1, 2))  # 50% and 50%
     with pytest.raises(ValueError, match="confusion must be \\[2, 2\\] for 2 class names"):
         render_confusion_matrix(cm, ("a", "b"))
+
+
+def test_long_subtitle_wraps_inside_the_legend_column():
+    from sparseconv.render import BACKGROUND
+
+    gen = np.random.default_rng(0)
+    points = gen.uniform(-10, 10, (500, 3)).astype(np.float32)
+    colors = np.full((500, 3), 200, dtype=np.uint8)
+    subtitle = "32,631 points, 1.27 s, mIoU vs ground truth 77.8% on every class of this scan"
+    image = render_views(points, colors, title="scan", subtitle=subtitle, panel_size=200, legend_width=230)
+    margin = image[:, -4:]  # the last pixels of the legend column stay background
+    assert (margin == np.asarray(BACKGROUND, dtype=np.uint8)).all()
+    one_line = render_views(points, colors, title="scan", subtitle="short", panel_size=200, legend_width=230)
+    legend_ink = lambda img: int((img[:, 400:] != np.asarray(BACKGROUND, dtype=np.uint8)).any(2).sum())  # noqa: E731
+    assert legend_ink(image) > legend_ink(one_line)
