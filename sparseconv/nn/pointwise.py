@@ -75,7 +75,7 @@ class SyncBatchNorm(BatchNorm):
         local = torch.cat((x.new_full((1,), float(x.shape[0])), x.sum(0), (x * x).sum(0)))
         total = all_reduce(local, group=self.process_group) if self.process_group else all_reduce(local)
         count, channels = total[0], self.num_features
-        if float(count) < 2:
+        if float(count.detach()) < 2:  # the count has a grad_fn (all_reduce); its value is all we read
             raise ValueError("SyncBatchNorm needs more than one active site across all processes in training")
         mean = total[1 : 1 + channels] / count
         var = (total[1 + channels :] / count - mean * mean).clamp(min=0)
