@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Callable, Hashable, Optional, Tuple
 
 import torch
 
@@ -91,7 +91,7 @@ class KernelMap:
     output: CoordinateSet
     identity_offset: Optional[int] = None
     injective: bool = True
-    _transpose_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def kernel_volume(self) -> int:
@@ -109,24 +109,32 @@ class KernelMap:
         b = self.offset_bounds
         return tuple(b[k + 1] - b[k] for k in range(self.kernel_volume))
 
+    def derived(self, name: Hashable, build: Callable[["KernelMap"], Any]) -> Any:
+        """``build(self)``, computed on first ask and kept with this map under ``name``: what is
+        derived from the pairs alone (the transposed map, a backend's reordering of the pairs)
+        is built once per map, like the map itself."""
+        value = self._derived.get(name)
+        if value is None:
+            value = self._derived[name] = build(self)
+        return value
+
     def transpose(self) -> "KernelMap":
         """The same pairs with inputs and outputs swapped: the map of the inverse convolution."""
-        cached = self._transpose_cache.get("t")
-        if cached is None:
-            cached = KernelMap(
-                key=self.key,
-                in_rows=self.out_rows,
-                out_rows=self.in_rows,
-                offset_bounds=self.offset_bounds,
-                num_inputs=self.num_outputs,
-                num_outputs=self.num_inputs,
-                input=self.output,
-                output=self.input,
-                identity_offset=self.identity_offset,
-                injective=self.injective,
-            )
-            self._transpose_cache["t"] = cached
-        return cached
+        return self.derived("transpose", KernelMap._transposed)
+
+    def _transposed(self) -> "KernelMap":
+        return KernelMap(
+            key=self.key,
+            in_rows=self.out_rows,
+            out_rows=self.in_rows,
+            offset_bounds=self.offset_bounds,
+            num_inputs=self.num_outputs,
+            num_outputs=self.num_inputs,
+            input=self.output,
+            output=self.input,
+            identity_offset=self.identity_offset,
+            injective=self.injective,
+        )
 
 
 def kernel_offsets(kernel_size: Triple, device=None) -> torch.Tensor:

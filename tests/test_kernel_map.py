@@ -601,3 +601,20 @@ def test_tensor_owns_its_coordinates():
     st = SparseTensor(torch.randn(2, 1), coords)
     coords[0, 1] = 5
     assert st.coords[0].tolist() == [0, 1, 1, 1]
+
+
+def test_derived_data_is_built_once_per_map():
+    from sparseconv.kernel_map import KernelMapKey
+    from sparseconv.testing import random_sparse_tensor
+
+    x = random_sparse_tensor((6, 6, 6), 1, density=0.3, seed=0)
+    kmap = x.coordinate_set.kernel_map(KernelMapKey("submanifold", (3, 3, 3)))
+    calls = []
+
+    def build(m):
+        calls.append(m)
+        return object()
+
+    first = kmap.derived("probe", build)
+    assert kmap.derived("probe", build) is first and calls == [kmap]
+    assert kmap.transpose() is kmap.transpose() and kmap.transpose().transpose().in_rows is kmap.in_rows

@@ -80,7 +80,7 @@ def test_empty_offsets_and_no_identity(dtype):
         bounds.append(bounds[-1] + (b[k + 1] - b[k] if k in kept else 0))
     cut = dataclasses.replace(
         cmap, in_rows=cmap.in_rows[keep], out_rows=cmap.out_rows[keep], offset_bounds=tuple(bounds),
-        identity_offset=None, _transpose_cache={},
+        identity_offset=None, _derived={},
     )
     assert sum(c == 0 for c in cut.pair_counts()) >= 24 and cut.num_pairs > 0
     weight = torch.randn(27, 1, 6, 20, dtype=dtype)
@@ -156,7 +156,7 @@ def test_backend_argument_errors():
     with pytest.raises(ValueError, match="backend='numba' supports"):
         gather_gemm_scatter(feats, weight, kmap, torch.ones(kmap.num_pairs), backend="numba")
     with pytest.raises(ValueError, match="backend='numba' supports"):
-        gather_gemm_scatter(feats, weight, dataclasses.replace(kmap, injective=False, _transpose_cache={}), backend="numba")
+        gather_gemm_scatter(feats, weight, dataclasses.replace(kmap, injective=False, _derived={}), backend="numba")
 
 
 def test_numba_missing_raises_clearly(monkeypatch):
@@ -181,3 +181,28 @@ def test_leaves_torch_thread_count_alone(threads):
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_tile_order_regroups_every_pair_by_tile_and_offset():
+    from sparseconv.backends import numba_cpu
+
+    x = random_sparse_tensor((14, 14, 14), 2, batch_size=2, density=0.2, seed=5)
+    kmap = x.coordinate_set.kernel_map(KEYS["conv_k3_s2"])
+    tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", numba_cpu._TILE), numba_cpu._tiles)
+    assert kmap.num_outputs > 2 * numba_cpu._TILE  # several tiles, the last one partial
+    K, tile = kmap.kernel_volume, numba_cpu._TILE
+    seen = []
+    for g in range(len(group_bounds) - 1):
+        t, k = divmod(g, K)
+        lo, hi = int(group_bounds[g]), int(group_bounds[g + 1])
+        outs = torch.from_numpy(tiled_out[lo:hi]).long()
+        assert ((outs // tile) == t).all()
+        ref_in, ref_out = kmap.pairs(k)
+        keep = (ref_out // tile) == t
+        # the group holds exactly offset k's pairs of tile t, in the map's order
+        assert torch.equal(torch.from_numpy(tiled_in[lo:hi]).long(), ref_in[keep])
+        assert torch.equal(outs, ref_out[keep])
+        seen.append(hi - lo)
+    assert sum(seen) == kmap.num_pairs
+    # cached on the map: a second ask returns the same arrays
+    assert kmap.derived(("numba_tiles", tile), numba_cpu._tiles)[0] is tiled_in

@@ -1,19 +1,25 @@
 """numba-compiled CPU backend of the core op ``out[o] += x[i] @ W[k]`` (see :mod:`sparseconv.core`).
 
-One fused kernel per call: offsets in order, and within an offset a ``prange`` over tasks of
-``_TASK`` consecutive pairs. Output rows are unique within an offset (injective maps), so tasks
-never write the same row and need no atomics; each output element receives its offsets'
-contributions in offset order with a fixed summation order per pair, so results are bitwise
-deterministic, independent of the thread count.
+One fused kernel per call, output-stationary: the output rows are cut into tiles of ``_TILE``
+consecutive rows, one parallel task each; a task runs through its tile's pairs offset by offset
+and accumulates straight into the tile's rows, which stay in cache until the tile is done. So an
+output row goes to memory once per layer, not once per offset as in an offset-major loop (the
+torch path's gather-add-copy), which is what a layer at 16-32 channels spends its time on. The
+pairs are regrouped by (tile, offset) once per kernel map by a stable counting sort
+(:func:`_tile_order`) and cached on the map (:meth:`KernelMap.derived`).
+
+Tasks own disjoint output rows, so no atomics; each output element receives its contributions in
+offset order with a fixed summation order per pair, so results are bitwise deterministic and
+independent of the thread count.
 
 The micro-kernel is written with explicit SIMD vectors (a small numba extension below: a vector
-type lowered to an LLVM ``<16 x float>`` / ``<8 x double>`` and ``fma``/load/store/broadcast
-intrinsics), because left to itself LLVM either scalarises the loops (numba disables the SLP
-vectoriser) or spills: a block of 4 pairs x 2 vectors of output channels keeps 8 accumulators in
-registers over the whole input-channel loop, reading one weight row segment per input channel for
-all 4 pairs and broadcasting the 4 input values. Leftover output channels (a channel count not a
-multiple of the vector width, e.g. 3 or 5) take a scalar loop. Channel counts are runtime values:
-one compiled kernel serves every layer of a dtype.
+type lowered to an LLVM ``<8 x float>`` / ``<4 x double>`` (``<16 x float>`` with AVX-512) and
+``fma``/load/store/broadcast intrinsics), because left to itself LLVM either scalarises the loops
+(numba disables the SLP vectoriser) or spills: a block of 4 pairs x 2 vectors of output channels
+keeps 8 accumulators in registers over the whole input-channel loop, reading one weight row
+segment per input channel for all 4 pairs and broadcasting the 4 input values. Leftover output
+channels (a channel count not a multiple of the vector width, e.g. 3 or 5) take a scalar loop.
+Channel counts are runtime values: one compiled kernel serves every layer of a dtype.
 
 What runs where:
 
@@ -35,12 +41,13 @@ import warnings
 import numba
 import numpy as np
 import torch
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-_TASK = 128  # pairs per parallel task
+_TILE = 128  # output rows per parallel task
 
 # Start numba's threading layer now, without its warning that the system's TBB is too old: it then
 # takes OpenMP, which is what this backend wants anyway (see _run on sharing it with torch).
@@ -66,7 +73,18 @@ class _VecModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
 
 
-_LANES = {types.float32: 16, types.float64: 8}  # one 512-bit register (two 256-bit ones without AVX-512)
+
+def _vector_bytes() -> int:
+    """One register's width: 64 bytes with AVX-512, else 32 (AVX2). With 16 registers of 32 bytes,
+    the 8 accumulators + 2 weight vectors + 1 broadcast of the micro-kernel fit only at 32 bytes
+    a vector (at 64 bytes, measured 1.3-2x slower at 32-64 channels on AVX2 from spills)."""
+    if numba.config.CPU_NAME:  # numba told to compile for another CPU than this one
+        return 32
+    return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+
+
+_VECTOR_BYTES = _vector_bytes()
+_LANES = {types.float32: _VECTOR_BYTES // 4, types.float64: _VECTOR_BYTES // 8}
 
 
 def _vec_of(arr):
@@ -156,124 +174,159 @@ def _add_to(out, at, vec):
 # ---------------------------------------------------------------- the kernel
 
 
-@njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
-def _gemm_pairs(x, w, in_rows, out_rows, bounds, out, skip, groups, c_in, c_out, lanes, zero, task):
-    """``out[o, g*Co:(g+1)*Co] += x[i, g*Ci:(g+1)*Ci] @ w[k, g]`` for every pair ``(i, o)`` of every
-    offset ``k != skip``; ``x``, ``w`` ``[K, G, Ci, Co]`` and ``out`` flattened, C order."""
+@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, lanes, zero):
+    """``out[o, g*Co:(g+1)*Co] += x[i, g*Ci:(g+1)*Ci] @ w[k, g]`` for the pairs
+    ``(i, o) = (in_rows[p], out_rows[p])``, ``p0 <= p < p1``, all of offset ``k``; ``x``, ``w``
+    ``[K, G, Ci, Co]`` and ``out`` flattened, C order."""
     x_cols = groups * c_in
     out_cols = groups * c_out
-    for k in range(bounds.shape[0] - 1):
-        lo = bounds[k]
-        hi = bounds[k + 1]
-        if k == skip or lo == hi:
-            continue
-        for t in prange((hi - lo + task - 1) // task):
-            p0 = lo + t * task
-            p1 = min(p0 + task, hi)
-            for p in range(p0, p1, 4):
-                m = min(4, p1 - p)  # pairs in this block; missing ones repeat the last, unstored
-                i0 = in_rows[p] * x_cols
-                i1 = in_rows[p + min(1, m - 1)] * x_cols
-                i2 = in_rows[p + min(2, m - 1)] * x_cols
-                i3 = in_rows[p + min(3, m - 1)] * x_cols
-                q0 = out_rows[p] * out_cols
-                q1 = out_rows[p + min(1, m - 1)] * out_cols
-                q2 = out_rows[p + min(2, m - 1)] * out_cols
-                q3 = out_rows[p + min(3, m - 1)] * out_cols
-                for g in range(groups):
-                    x0 = i0 + g * c_in
-                    x1 = i1 + g * c_in
-                    x2 = i2 + g * c_in
-                    x3 = i3 + g * c_in
-                    w_base = (k * groups + g) * c_in * c_out
-                    c0 = 0
-                    while c0 + 2 * lanes <= c_out:  # 4 pairs x 2 vectors of output channels
-                        a00 = _vzero(w)
-                        a01 = _vzero(w)
-                        a10 = _vzero(w)
-                        a11 = _vzero(w)
-                        a20 = _vzero(w)
-                        a21 = _vzero(w)
-                        a30 = _vzero(w)
-                        a31 = _vzero(w)
-                        wp = w_base + c0
-                        for ci in range(c_in):
-                            w0 = _vload(w, wp)
-                            w1 = _vload(w, wp + lanes)
-                            wp += c_out
-                            s = _vbroadcast(x, x0 + ci)
-                            a00 = _vfma(s, w0, a00)
-                            a01 = _vfma(s, w1, a01)
-                            s = _vbroadcast(x, x1 + ci)
-                            a10 = _vfma(s, w0, a10)
-                            a11 = _vfma(s, w1, a11)
-                            s = _vbroadcast(x, x2 + ci)
-                            a20 = _vfma(s, w0, a20)
-                            a21 = _vfma(s, w1, a21)
-                            s = _vbroadcast(x, x3 + ci)
-                            a30 = _vfma(s, w0, a30)
-                            a31 = _vfma(s, w1, a31)
-                        c = g * c_out + c0
-                        _add_to(out, q0 + c, a00)
-                        _add_to(out, q0 + c + lanes, a01)
-                        if m > 1:
-                            _add_to(out, q1 + c, a10)
-                            _add_to(out, q1 + c + lanes, a11)
-                        if m > 2:
-                            _add_to(out, q2 + c, a20)
-                            _add_to(out, q2 + c + lanes, a21)
-                        if m > 3:
-                            _add_to(out, q3 + c, a30)
-                            _add_to(out, q3 + c + lanes, a31)
-                        c0 += 2 * lanes
-                    if c0 + lanes <= c_out:  # 4 pairs x 1 vector
-                        a00 = _vzero(w)
-                        a10 = _vzero(w)
-                        a20 = _vzero(w)
-                        a30 = _vzero(w)
-                        wp = w_base + c0
-                        for ci in range(c_in):
-                            w0 = _vload(w, wp)
-                            wp += c_out
-                            a00 = _vfma(_vbroadcast(x, x0 + ci), w0, a00)
-                            a10 = _vfma(_vbroadcast(x, x1 + ci), w0, a10)
-                            a20 = _vfma(_vbroadcast(x, x2 + ci), w0, a20)
-                            a30 = _vfma(_vbroadcast(x, x3 + ci), w0, a30)
-                        c = g * c_out + c0
-                        _add_to(out, q0 + c, a00)
-                        if m > 1:
-                            _add_to(out, q1 + c, a10)
-                        if m > 2:
-                            _add_to(out, q2 + c, a20)
-                        if m > 3:
-                            _add_to(out, q3 + c, a30)
-                        c0 += lanes
-                    for c in range(c0, c_out):  # leftover channels, scalar
-                        s0 = zero
-                        s1 = zero
-                        s2 = zero
-                        s3 = zero
-                        wp = w_base + c
-                        for ci in range(c_in):
-                            wv = w[wp]
-                            wp += c_out
-                            s0 += x[x0 + ci] * wv
-                            s1 += x[x1 + ci] * wv
-                            s2 += x[x2 + ci] * wv
-                            s3 += x[x3 + ci] * wv
-                        cc = g * c_out + c
-                        out[q0 + cc] += s0
-                        if m > 1:
-                            out[q1 + cc] += s1
-                        if m > 2:
-                            out[q2 + cc] += s2
-                        if m > 3:
-                            out[q3 + cc] += s3
+    for p in range(p0, p1, 4):
+        m = min(4, p1 - p)  # pairs in this block; missing ones repeat the last, unstored
+        i0 = in_rows[p] * x_cols
+        i1 = in_rows[p + min(1, m - 1)] * x_cols
+        i2 = in_rows[p + min(2, m - 1)] * x_cols
+        i3 = in_rows[p + min(3, m - 1)] * x_cols
+        q0 = out_rows[p] * out_cols
+        q1 = out_rows[p + min(1, m - 1)] * out_cols
+        q2 = out_rows[p + min(2, m - 1)] * out_cols
+        q3 = out_rows[p + min(3, m - 1)] * out_cols
+        for g in range(groups):
+            x0 = i0 + g * c_in
+            x1 = i1 + g * c_in
+            x2 = i2 + g * c_in
+            x3 = i3 + g * c_in
+            w_base = (k * groups + g) * c_in * c_out
+            c0 = 0
+            while c0 + 2 * lanes <= c_out:  # 4 pairs x 2 vectors of output channels
+                a00 = _vzero(w)
+                a01 = _vzero(w)
+                a10 = _vzero(w)
+                a11 = _vzero(w)
+                a20 = _vzero(w)
+                a21 = _vzero(w)
+                a30 = _vzero(w)
+                a31 = _vzero(w)
+                wp = w_base + c0
+                for ci in range(c_in):
+                    w0 = _vload(w, wp)
+                    w1 = _vload(w, wp + lanes)
+                    wp += c_out
+                    s = _vbroadcast(x, x0 + ci)
+                    a00 = _vfma(s, w0, a00)
+                    a01 = _vfma(s, w1, a01)
+                    s = _vbroadcast(x, x1 + ci)
+                    a10 = _vfma(s, w0, a10)
+                    a11 = _vfma(s, w1, a11)
+                    s = _vbroadcast(x, x2 + ci)
+                    a20 = _vfma(s, w0, a20)
+                    a21 = _vfma(s, w1, a21)
+                    s = _vbroadcast(x, x3 + ci)
+                    a30 = _vfma(s, w0, a30)
+                    a31 = _vfma(s, w1, a31)
+                c = g * c_out + c0
+                _add_to(out, q0 + c, a00)
+                _add_to(out, q0 + c + lanes, a01)
+                if m > 1:
+                    _add_to(out, q1 + c, a10)
+                    _add_to(out, q1 + c + lanes, a11)
+                if m > 2:
+                    _add_to(out, q2 + c, a20)
+                    _add_to(out, q2 + c + lanes, a21)
+                if m > 3:
+                    _add_to(out, q3 + c, a30)
+                    _add_to(out, q3 + c + lanes, a31)
+                c0 += 2 * lanes
+            if c0 + lanes <= c_out:  # 4 pairs x 1 vector
+                a00 = _vzero(w)
+                a10 = _vzero(w)
+                a20 = _vzero(w)
+                a30 = _vzero(w)
+                wp = w_base + c0
+                for ci in range(c_in):
+                    w0 = _vload(w, wp)
+                    wp += c_out
+                    a00 = _vfma(_vbroadcast(x, x0 + ci), w0, a00)
+                    a10 = _vfma(_vbroadcast(x, x1 + ci), w0, a10)
+                    a20 = _vfma(_vbroadcast(x, x2 + ci), w0, a20)
+                    a30 = _vfma(_vbroadcast(x, x3 + ci), w0, a30)
+                c = g * c_out + c0
+                _add_to(out, q0 + c, a00)
+                if m > 1:
+                    _add_to(out, q1 + c, a10)
+                if m > 2:
+                    _add_to(out, q2 + c, a20)
+                if m > 3:
+                    _add_to(out, q3 + c, a30)
+                c0 += lanes
+            for c in range(c0, c_out):  # leftover channels, scalar
+                s0 = zero
+                s1 = zero
+                s2 = zero
+                s3 = zero
+                wp = w_base + c
+                for ci in range(c_in):
+                    wv = w[wp]
+                    wp += c_out
+                    s0 += x[x0 + ci] * wv
+                    s1 += x[x1 + ci] * wv
+                    s2 += x[x2 + ci] * wv
+                    s3 += x[x3 + ci] * wv
+                cc = g * c_out + c
+                out[q0 + cc] += s0
+                if m > 1:
+                    out[q1 + cc] += s1
+                if m > 2:
+                    out[q2 + cc] += s2
+                if m > 3:
+                    out[q3 + cc] += s3
+
+
+@njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
+def _gemm_tiles(x, w, in_rows, out_rows, group_bounds, out, num_outputs, kernel_volume, tile, skip, zero_first,
+                groups, c_in, c_out, lanes, zero):
+    """``out[o] += sum over the map's pairs (i, o) of x[i] @ w[k]``, one parallel task per tile of
+    ``tile`` output rows; the pairs of tile ``t`` and offset ``k`` are ``group_bounds[t*K + k]`` to
+    ``group_bounds[t*K + k + 1]`` (see :func:`_tile_order`). Offset ``skip`` is left out; with
+    ``zero_first`` the tile's rows are zeroed before accumulating."""
+    out_cols = groups * c_out
+    for t in prange((num_outputs + tile - 1) // tile):
+        if zero_first:
+            for e in range(t * tile * out_cols, min((t + 1) * tile, num_outputs) * out_cols):
+                out[e] = zero
+        for k in range(kernel_volume):
+            lo = group_bounds[t * kernel_volume + k]
+            hi = group_bounds[t * kernel_volume + k + 1]
+            if k != skip and lo < hi:
+                _pairs_gemm(x, w, in_rows, out_rows, lo, hi, k, out, groups, c_in, c_out, lanes, zero)
+
+
+@njit(boundscheck=False, nogil=True, cache=True)
+def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
+    """The map's pairs as int32 rows grouped by (tile of output rows, offset), keeping their order
+    within a group: a stable counting sort. Returns ``(in_rows, out_rows, group_bounds)``."""
+    kernel_volume = bounds.shape[0] - 1
+    group_bounds = np.zeros(num_tiles * kernel_volume + 1, np.int64)
+    for k in range(kernel_volume):
+        for p in range(bounds[k], bounds[k + 1]):
+            group_bounds[(out_rows[p] // tile) * kernel_volume + k + 1] += 1
+    for g in range(num_tiles * kernel_volume):
+        group_bounds[g + 1] += group_bounds[g]
+    fill = group_bounds[:-1].copy()
+    tiled_in = np.empty(in_rows.shape[0], np.int32)
+    tiled_out = np.empty(in_rows.shape[0], np.int32)
+    for k in range(kernel_volume):
+        for p in range(bounds[k], bounds[k + 1]):
+            g = (out_rows[p] // tile) * kernel_volume + k
+            tiled_in[fill[g]] = in_rows[p]
+            tiled_out[fill[g]] = out_rows[p]
+            fill[g] += 1
+    return tiled_in, tiled_out, group_bounds
 
 
 # ---------------------------------------------------------------- public functions
 
-_DTYPES = {torch.float32: (np.float32, 16), torch.float64: (np.float64, 8)}
+_DTYPES = {torch.float32: (np.float32, _VECTOR_BYTES // 4), torch.float64: (np.float64, _VECTOR_BYTES // 8)}
 
 
 def available() -> bool:
@@ -301,13 +354,25 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _run(x, w, in_rows, out_rows, kmap, out, skip):
-    """``out += pairs(x) @ w`` over every offset but ``skip``, in place (all contiguous tensors)."""
-    if kmap.num_pairs == 0 or x.numel() == 0 or out.numel() == 0:
+def _tiles(kmap) -> tuple:
+    """``kmap``'s pairs grouped by (tile of output rows, offset), as numpy arrays (cached on the map)."""
+    num_tiles = (kmap.num_outputs + _TILE - 1) // _TILE
+    bounds = np.asarray(kmap.offset_bounds, dtype=np.int64)
+    return _tile_order(_numpy(kmap.in_rows), _numpy(kmap.out_rows), bounds, _TILE, num_tiles)
+
+
+def _run(x, w, kmap, out, skip, zero_first):
+    """``out (+)= pairs(x) @ w`` over every offset of ``kmap`` but ``skip``, in place (contiguous
+    tensors); ``zero_first``: overwrite ``out`` rather than add to it."""
+    if out.numel() == 0:
+        return
+    if kmap.num_pairs == 0 or x.numel() == 0:
+        if zero_first:
+            out.zero_()
         return
     np_dtype, lanes = _DTYPES[x.dtype]
     groups, c_in, c_out = w.shape[1:]
-    bounds = np.asarray(kmap.offset_bounds, dtype=np.int64)
+    tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", _TILE), _tiles)
     # Use torch's thread count. numba's OpenMP threading layer shares the OpenMP runtime with
     # torch, so setting numba's count also sets torch's: re-assert torch's afterwards, or a
     # numba call would silently change how many threads (and so which summation order) torch uses.
@@ -315,10 +380,10 @@ def _run(x, w, in_rows, out_rows, kmap, out, skip):
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        _gemm_pairs(
-            _numpy(x).reshape(-1), _numpy(w).reshape(-1), _numpy(in_rows), _numpy(out_rows), bounds,
-            out.detach().numpy().reshape(-1), -1 if skip is None else skip,
-            groups, c_in, c_out, lanes, np_dtype(0), _TASK,
+        _gemm_tiles(
+            _numpy(x).reshape(-1), _numpy(w).reshape(-1), tiled_in, tiled_out, group_bounds,
+            out.detach().numpy().reshape(-1), kmap.num_outputs, kmap.kernel_volume, _TILE,
+            -1 if skip is None else skip, zero_first, groups, c_in, c_out, lanes, np_dtype(0),
         )
     finally:
         numba.set_num_threads(previous)
@@ -335,8 +400,8 @@ def forward(feats, weight, pair_weights, kmap):
     if identity is not None:
         out = _grouped_mm(feats, weight[identity]).contiguous()
     else:
-        out = feats.new_zeros(kmap.num_outputs, groups * c_out)
-    _run(feats, weight, kmap.in_rows, kmap.out_rows, kmap, out, identity)
+        out = feats.new_empty(kmap.num_outputs, groups * c_out)
+    _run(feats, weight, kmap, out, identity, zero_first=identity is None)
     return out
 
 
@@ -358,6 +423,6 @@ def backward(feats, weight, pair_weights, grad_out, kmap, needs):
         if identity is not None:
             grad_feats = _grouped_mm(grad_out, weight_t[identity]).contiguous()
         else:
-            grad_feats = feats.new_zeros(kmap.num_inputs, groups * c_in)
-        _run(grad_out, weight_t, kmap.out_rows, kmap.in_rows, kmap, grad_feats, identity)
+            grad_feats = feats.new_empty(kmap.num_inputs, groups * c_in)
+        _run(grad_out, weight_t, kmap.transpose(), grad_feats, identity, zero_first=identity is None)
     return grad_feats, grad_weight, None
