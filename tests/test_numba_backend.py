@@ -206,3 +206,12 @@ def test_tile_order_regroups_every_pair_by_tile_and_offset():
     assert sum(seen) == kmap.num_pairs
     # cached on the map: a second ask returns the same arrays
     assert kmap.derived(("numba_tiles", tile), numba_cpu._tiles)[0] is tiled_in
+
+
+def test_non_contiguous_weight():
+    """The nn modules hand the core a permuted view of their [out, in, kD, kH, kW] weight."""
+    feats, weight, kmap = _case(KEYS["conv_k3_s2"], 1, 6, 10, torch.float64)
+    view = weight.permute(3, 2, 1, 0).contiguous().permute(3, 2, 1, 0)
+    assert not view.is_contiguous() and torch.equal(view, weight)
+    for ours, reference in zip(_run(feats, view, kmap, "numba"), _run(feats, weight, kmap, "torch")):
+        _assert_close(ours, reference, torch.float64)
