@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from sparseconv import SparseTensor  # noqa: E402
+from sparseconv import SparseTensor, backends  # noqa: E402
 from sparseconv.coordinates import CoordinateSet  # noqa: E402
 from sparseconv.data import generate_indoor_scene, generate_lidar_scan  # noqa: E402
 from sparseconv.kernel_map import KernelMapKey, build_kernel_map  # noqa: E402
@@ -154,8 +154,9 @@ def run(quick: bool) -> None:
     repeats = 3 if quick else 9
     channel_list = (16, 32) if quick else (16, 32, 64)
     torch.manual_seed(0)
+    core = "numba" if backends.numba_available() else f"torch ({backends.numba_unavailable_reason()})"
     print(f"# sparseconv {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, core op backend: {core}")
     rates = {c: best_gemm_rate(c, repeats) for c in channel_list}
     for name, points, voxel_size in scenes(quick):
         st, _ = voxelize(torch.from_numpy(points).float(), voxel_size)
