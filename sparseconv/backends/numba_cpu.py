@@ -176,6 +176,30 @@ def _add_to(out, at, vec):
     _vstore(out, at, _vadd(_vload(out, at), vec))
 
 
+@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+def _add_to_rows(out, m, q0, q1, q2, q3, at, v0, v1, v2, v3):
+    """Add vector ``v_j`` at ``out[q_j + at]`` for the first ``m`` of the 4 rows of a register tile."""
+    _add_to(out, q0 + at, v0)
+    if m > 1:
+        _add_to(out, q1 + at, v1)
+    if m > 2:
+        _add_to(out, q2 + at, v2)
+    if m > 3:
+        _add_to(out, q3 + at, v3)
+
+
+@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+def _add_scalars_to_rows(out, m, q0, q1, q2, q3, at, s0, s1, s2, s3):
+    """Scalar twin of :func:`_add_to_rows` (leftover channels)."""
+    out[q0 + at] += s0
+    if m > 1:
+        out[q1 + at] += s1
+    if m > 2:
+        out[q2 + at] += s2
+    if m > 3:
+        out[q3 + at] += s3
+
+
 # ---------------------------------------------------------------- the kernel
 
 
@@ -230,17 +254,8 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
                     a30 = _vfma(s, w0, a30)
                     a31 = _vfma(s, w1, a31)
                 c = g * c_out + c0
-                _add_to(out, q0 + c, a00)
-                _add_to(out, q0 + c + lanes, a01)
-                if m > 1:
-                    _add_to(out, q1 + c, a10)
-                    _add_to(out, q1 + c + lanes, a11)
-                if m > 2:
-                    _add_to(out, q2 + c, a20)
-                    _add_to(out, q2 + c + lanes, a21)
-                if m > 3:
-                    _add_to(out, q3 + c, a30)
-                    _add_to(out, q3 + c + lanes, a31)
+                _add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
+                _add_to_rows(out, m, q0, q1, q2, q3, c + lanes, a01, a11, a21, a31)
                 c0 += 2 * lanes
             if c0 + lanes <= c_out:  # 4 pairs x 1 vector
                 a00 = _vzero(w)
@@ -256,13 +271,7 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
                     a20 = _vfma(_vbroadcast(x, x2 + ci), w0, a20)
                     a30 = _vfma(_vbroadcast(x, x3 + ci), w0, a30)
                 c = g * c_out + c0
-                _add_to(out, q0 + c, a00)
-                if m > 1:
-                    _add_to(out, q1 + c, a10)
-                if m > 2:
-                    _add_to(out, q2 + c, a20)
-                if m > 3:
-                    _add_to(out, q3 + c, a30)
+                _add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
                 c0 += lanes
             for c in range(c0, c_out):  # leftover channels, scalar
                 s0 = zero
@@ -278,13 +287,7 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
                     s2 += x[x2 + ci] * wv
                     s3 += x[x3 + ci] * wv
                 cc = g * c_out + c
-                out[q0 + cc] += s0
-                if m > 1:
-                    out[q1 + cc] += s1
-                if m > 2:
-                    out[q2 + cc] += s2
-                if m > 3:
-                    out[q3 + cc] += s3
+                _add_scalars_to_rows(out, m, q0, q1, q2, q3, cc, s0, s1, s2, s3)
 
 
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
@@ -362,17 +365,8 @@ def _weight_grad(x, g, in_rows, out_rows, bounds, gw, skip, groups, c_in, c_out,
                             s = _vbroadcast(x, xi + x3)
                             a30 = _vfma(s, v0, a30)
                             a31 = _vfma(s, v1, a31)
-                        _add_to(gw, q0 + c0, a00)
-                        _add_to(gw, q0 + c0 + lanes, a01)
-                        if m > 1:
-                            _add_to(gw, q1 + c0, a10)
-                            _add_to(gw, q1 + c0 + lanes, a11)
-                        if m > 2:
-                            _add_to(gw, q2 + c0, a20)
-                            _add_to(gw, q2 + c0 + lanes, a21)
-                        if m > 3:
-                            _add_to(gw, q3 + c0, a30)
-                            _add_to(gw, q3 + c0 + lanes, a31)
+                        _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
+                        _add_to_rows(gw, m, q0, q1, q2, q3, c0 + lanes, a01, a11, a21, a31)
                         c0 += 2 * lanes
                     if c0 + lanes <= c_out:
                         a00 = _vzero(gw)
@@ -386,13 +380,7 @@ def _weight_grad(x, g, in_rows, out_rows, bounds, gw, skip, groups, c_in, c_out,
                             a10 = _vfma(_vbroadcast(x, xi + x1), v0, a10)
                             a20 = _vfma(_vbroadcast(x, xi + x2), v0, a20)
                             a30 = _vfma(_vbroadcast(x, xi + x3), v0, a30)
-                        _add_to(gw, q0 + c0, a00)
-                        if m > 1:
-                            _add_to(gw, q1 + c0, a10)
-                        if m > 2:
-                            _add_to(gw, q2 + c0, a20)
-                        if m > 3:
-                            _add_to(gw, q3 + c0, a30)
+                        _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
                         c0 += lanes
                     for c in range(c0, c_out):  # leftover channels, scalar
                         s0 = zero
@@ -406,13 +394,7 @@ def _weight_grad(x, g, in_rows, out_rows, bounds, gw, skip, groups, c_in, c_out,
                             s1 += x[xi + x1] * gv
                             s2 += x[xi + x2] * gv
                             s3 += x[xi + x3] * gv
-                        gw[q0 + c] += s0
-                        if m > 1:
-                            gw[q1 + c] += s1
-                        if m > 2:
-                            gw[q2 + c] += s2
-                        if m > 3:
-                            gw[q3 + c] += s3
+                        _add_scalars_to_rows(gw, m, q0, q1, q2, q3, c, s0, s1, s2, s3)
 
 
 @njit(boundscheck=False, nogil=True, cache=True)
