@@ -15,15 +15,14 @@ convolution and the same gather/GEMM/scatter loop (over ``K B`` weight slices in
 slices of empty samples are skipped). The split map is a stable regrouping of the cached map's
 pairs by ``(tap, sample)``; maps built here list each tap's pairs in output order, which for
 batch-sorted coordinates is already sample-major, so usually only the boundaries are computed.
-It is cached per kernel map (weakly: it goes when the map goes). With one sample the ordinary
+It is built once per kernel map and kept with it (:meth:`KernelMap.derived`). With one sample the ordinary
 map is used as is (including the core's identity fast path for the submanifold centre tap).
 Gradients of the per-sample kernels come from the core; autograd carries them back through
 the mixing to the experts and the attention.
 """
 from __future__ import annotations
 
-import weakref
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -33,38 +32,34 @@ from .functional import autocast_conv_inputs, conv_map_key
 from .kernel_map import KernelMap
 from .tensor import SparseTensor
 
-_SPLIT_CACHE: "weakref.WeakKeyDictionary[KernelMap, Tuple[torch.Tensor, torch.Tensor, Tuple[int, ...]]]"
-_SPLIT_CACHE = weakref.WeakKeyDictionary()
-
-
 def split_by_sample(kmap: KernelMap) -> KernelMap:
     """The map with offset ``k`` split into ``B`` offsets ``k B + b`` (pairs whose output is in
-    sample ``b``), ``B = kmap.output.batch_size``. Same pairs, regrouped; cached per map."""
-    batch_size = kmap.output.batch_size
-    if batch_size == 1:
+    sample ``b``), ``B = kmap.output.batch_size``. Same pairs, regrouped; built once per map
+    (:meth:`KernelMap.derived`), so what is derived from the split map is kept too."""
+    if kmap.output.batch_size == 1:
         return kmap
-    cached = _SPLIT_CACHE.get(kmap)
-    if cached is None:
-        device = kmap.in_rows.device
-        taps = torch.repeat_interleave(
-            torch.arange(kmap.kernel_volume, device=device),
-            torch.tensor(kmap.pair_counts(), device=device),
-            output_size=kmap.num_pairs,
-        )
-        segment = taps * batch_size + kmap.output.coords[:, 0].index_select(0, kmap.out_rows)
-        in_rows, out_rows = kmap.in_rows, kmap.out_rows
-        if segment.numel() > 1 and not bool((segment[1:] >= segment[:-1]).all()):
-            order = torch.sort(segment, stable=True).indices
-            in_rows, out_rows = in_rows[order], out_rows[order]
-        counts = torch.bincount(segment, minlength=kmap.kernel_volume * batch_size).tolist()
-        bounds = [0]
-        for c in counts:
-            bounds.append(bounds[-1] + c)
-        cached = (in_rows, out_rows, tuple(bounds))
-        _SPLIT_CACHE[kmap] = cached
-    in_rows, out_rows, bounds = cached
+    return kmap.derived("split_by_sample", _split_by_sample)
+
+
+def _split_by_sample(kmap: KernelMap) -> KernelMap:
+    batch_size = kmap.output.batch_size
+    device = kmap.in_rows.device
+    taps = torch.repeat_interleave(
+        torch.arange(kmap.kernel_volume, device=device),
+        torch.tensor(kmap.pair_counts(), device=device),
+        output_size=kmap.num_pairs,
+    )
+    segment = taps * batch_size + kmap.output.coords[:, 0].index_select(0, kmap.out_rows)
+    in_rows, out_rows = kmap.in_rows, kmap.out_rows
+    if segment.numel() > 1 and not bool((segment[1:] >= segment[:-1]).all()):
+        order = torch.sort(segment, stable=True).indices
+        in_rows, out_rows = in_rows[order], out_rows[order]
+    counts = torch.bincount(segment, minlength=kmap.kernel_volume * batch_size).tolist()
+    bounds = [0]
+    for c in counts:
+        bounds.append(bounds[-1] + c)
     return KernelMap(
-        kmap.key, in_rows, out_rows, bounds, kmap.num_inputs, kmap.num_outputs, kmap.input, kmap.output,
+        kmap.key, in_rows, out_rows, tuple(bounds), kmap.num_inputs, kmap.num_outputs, kmap.input, kmap.output,
         identity_offset=None, injective=kmap.injective,
     )
 

@@ -91,7 +91,9 @@ class KernelMap:
     output: CoordinateSet
     identity_offset: Optional[int] = None
     injective: bool = True
-    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+    # Not an __init__ argument: a map made from another (dataclasses.replace, tests cutting a map)
+    # starts with an empty cache instead of sharing, and so misusing, the other's derived data.
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def kernel_volume(self) -> int:

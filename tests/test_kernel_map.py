@@ -618,3 +618,9 @@ def test_derived_data_is_built_once_per_map():
     first = kmap.derived("probe", build)
     assert kmap.derived("probe", build) is first and calls == [kmap]
     assert kmap.transpose() is kmap.transpose() and kmap.transpose().transpose().in_rows is kmap.in_rows
+    # a map made from this one starts with its own, empty cache
+    import dataclasses
+
+    copy = dataclasses.replace(kmap, injective=False)
+    assert copy.derived("probe", build) is not first and len(calls) == 2
+    assert copy.transpose() is not kmap.transpose() and not copy.transpose().injective

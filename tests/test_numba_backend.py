@@ -80,7 +80,7 @@ def test_empty_offsets_and_no_identity(dtype):
         bounds.append(bounds[-1] + (b[k + 1] - b[k] if k in kept else 0))
     cut = dataclasses.replace(
         cmap, in_rows=cmap.in_rows[keep], out_rows=cmap.out_rows[keep], offset_bounds=tuple(bounds),
-        identity_offset=None, _derived={},
+        identity_offset=None,
     )
     assert sum(c == 0 for c in cut.pair_counts()) >= 24 and cut.num_pairs > 0
     weight = torch.randn(27, 1, 6, 20, dtype=dtype)
@@ -156,7 +156,7 @@ def test_backend_argument_errors():
     with pytest.raises(ValueError, match="backend='numba' supports"):
         gather_gemm_scatter(feats, weight, kmap, torch.ones(kmap.num_pairs), backend="numba")
     with pytest.raises(ValueError, match="backend='numba' supports"):
-        gather_gemm_scatter(feats, weight, dataclasses.replace(kmap, injective=False, _derived={}), backend="numba")
+        gather_gemm_scatter(feats, weight, dataclasses.replace(kmap, injective=False), backend="numba")
 
 
 def test_numba_missing_raises_clearly(monkeypatch):
