@@ -89,11 +89,15 @@ def _vector_bytes() -> int:
 
 
 _VECTOR_BYTES = _vector_bytes()
-_LANES = {types.float32: _VECTOR_BYTES // 4, types.float64: _VECTOR_BYTES // 8}
+
+
+def _lanes(bits: int) -> int:
+    """Elements of ``bits`` bits in one vector register."""
+    return _VECTOR_BYTES * 8 // bits
 
 
 def _vec_of(arr):
-    return _Vec(arr.dtype, _LANES[arr.dtype])
+    return _Vec(arr.dtype, _lanes(arr.dtype.bitwidth))
 
 
 def _element_ptr(context, builder, arrty, arr, idx):
@@ -422,11 +426,7 @@ def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
 
 # ---------------------------------------------------------------- public functions
 
-_DTYPES = {torch.float32: (np.float32, _VECTOR_BYTES // 4), torch.float64: (np.float64, _VECTOR_BYTES // 8)}
-
-
-def available() -> bool:
-    return True  # importing this module imported numba
+_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def supports(feats, weight, kernel_map, pair_weights=None) -> bool:
@@ -482,7 +482,8 @@ def _run(x, w, kmap, out, skip, zero_first):
         if zero_first:
             out.zero_()
         return
-    np_dtype, lanes = _DTYPES[x.dtype]
+    np_dtype = _DTYPES[x.dtype]
+    lanes = _lanes(x.element_size() * 8)
     groups, c_in, c_out = w.shape[1:]
     tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", _TILE), _tiles)
     with _TorchThreads():
@@ -497,7 +498,8 @@ def _run_weight_grad(x, grad_out, kmap, grad_weight, skip):
     """``grad_weight[k] += x[in]^T @ grad_out[out]`` over offset ``k``'s pairs, every ``k != skip``."""
     if kmap.num_pairs == 0 or x.numel() == 0 or grad_out.numel() == 0:
         return
-    np_dtype, lanes = _DTYPES[x.dtype]
+    np_dtype = _DTYPES[x.dtype]
+    lanes = _lanes(x.element_size() * 8)
     groups, c_in, c_out = grad_weight.shape[1:]
     bounds = np.asarray(kmap.offset_bounds, dtype=np.int64)
     with _TorchThreads():
