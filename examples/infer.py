@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_segmentation import build_model  # noqa: E402
+from train_segmentation import ALIGN, build_model  # noqa: E402
 
 from sparseconv import io as sio  # noqa: E402
 from sparseconv.metrics import confusion_matrix, mean_iou  # noqa: E402
@@ -57,7 +57,7 @@ def predict(model, config: Dict, scan: "sio.Scan", bf16: bool = False):
         raise ValueError(f"the checkpoint needs features {config['features']}: {error.args[0]}") from None
     points = torch.from_numpy(np.ascontiguousarray(scan.points, dtype=np.float32))
     vox = voxelize(points, config["voxel_size"], feats=torch.from_numpy(np.ascontiguousarray(feats, np.float32)),
-                   align=16)  # as in training
+                   align=ALIGN)  # as in training
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(vox.tensor).feats.float()
     probs = logits.softmax(1)[vox.point_to_voxel]

@@ -59,6 +59,7 @@ FEATURES = ("xyz", "intensity")
 TRAIN_SEED_BASE = 1_000  # the shipped sample scans (datasets/, seeds 0-2) stay unseen
 VAL_SEED_BASE = 100_000
 IGNORE = -1
+ALIGN = 16  # MinkUNet's total stride: voxelize(align=ALIGN) makes a scan's coarse cells batch-independent
 
 
 # --------------------------------------------------------------------------------------
@@ -211,8 +212,7 @@ def run(rank: int, world_size: int, args) -> Optional[Dict]:
     net = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 
     train_set, val_set = scan_datasets(args)
-    # align=16 (MinkUNet's total stride): a scan's coarse cells do not depend on its batch-mates
-    collate = SparseCollate(config["voxel_size"], align=16)
+    collate = SparseCollate(config["voxel_size"], align=ALIGN)
     # One sampler for every world size: the shuffle of an epoch is a permutation seeded by
     # (seed, epoch), and process r takes every N-th scan of it. So N processes with batch b see
     # the same global batches as one process with batch N*b, and a resumed run the same order.
