@@ -181,6 +181,24 @@ def _add_to(out, at, vec):
 
 
 @njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+def _fma_4x2(x, j0, j1, j2, j3, v0, v1, a00, a01, a10, a11, a20, a21, a30, a31):
+    """One step of a 4-row x 2-vector register tile: ``a_r0 += x[j_r] * v0``, ``a_r1 += x[j_r] * v1``."""
+    s = _vbroadcast(x, j0)
+    a00 = _vfma(s, v0, a00)
+    a01 = _vfma(s, v1, a01)
+    s = _vbroadcast(x, j1)
+    a10 = _vfma(s, v0, a10)
+    a11 = _vfma(s, v1, a11)
+    s = _vbroadcast(x, j2)
+    a20 = _vfma(s, v0, a20)
+    a21 = _vfma(s, v1, a21)
+    s = _vbroadcast(x, j3)
+    a30 = _vfma(s, v0, a30)
+    a31 = _vfma(s, v1, a31)
+    return a00, a01, a10, a11, a20, a21, a30, a31
+
+
+@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
 def _add_to_rows(out, m, q0, q1, q2, q3, at, v0, v1, v2, v3):
     """Add vector ``v_j`` at ``out[q_j + at]`` for the first ``m`` of the 4 rows of a register tile."""
     _add_to(out, q0 + at, v0)
@@ -232,40 +250,21 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
             w_base = (k * groups + g) * c_in * c_out
             c0 = 0
             while c0 + 2 * lanes <= c_out:  # 4 pairs x 2 vectors of output channels
-                a00 = _vzero(w)
-                a01 = _vzero(w)
-                a10 = _vzero(w)
-                a11 = _vzero(w)
-                a20 = _vzero(w)
-                a21 = _vzero(w)
-                a30 = _vzero(w)
-                a31 = _vzero(w)
+                a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _vzero(w)
                 wp = w_base + c0
                 for ci in range(c_in):
                     w0 = _vload(w, wp)
                     w1 = _vload(w, wp + lanes)
                     wp += c_out
-                    s = _vbroadcast(x, x0 + ci)
-                    a00 = _vfma(s, w0, a00)
-                    a01 = _vfma(s, w1, a01)
-                    s = _vbroadcast(x, x1 + ci)
-                    a10 = _vfma(s, w0, a10)
-                    a11 = _vfma(s, w1, a11)
-                    s = _vbroadcast(x, x2 + ci)
-                    a20 = _vfma(s, w0, a20)
-                    a21 = _vfma(s, w1, a21)
-                    s = _vbroadcast(x, x3 + ci)
-                    a30 = _vfma(s, w0, a30)
-                    a31 = _vfma(s, w1, a31)
+                    a00, a01, a10, a11, a20, a21, a30, a31 = _fma_4x2(
+                        x, x0 + ci, x1 + ci, x2 + ci, x3 + ci, w0, w1, a00, a01, a10, a11, a20, a21, a30, a31
+                    )
                 c = g * c_out + c0
                 _add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
                 _add_to_rows(out, m, q0, q1, q2, q3, c + lanes, a01, a11, a21, a31)
                 c0 += 2 * lanes
             if c0 + lanes <= c_out:  # 4 pairs x 1 vector
-                a00 = _vzero(w)
-                a10 = _vzero(w)
-                a20 = _vzero(w)
-                a30 = _vzero(w)
+                a00 = a10 = a20 = a30 = _vzero(w)
                 wp = w_base + c0
                 for ci in range(c_in):
                     w0 = _vload(w, wp)
@@ -278,10 +277,7 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
                 _add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
                 c0 += lanes
             for c in range(c0, c_out):  # leftover channels, scalar
-                s0 = zero
-                s1 = zero
-                s2 = zero
-                s3 = zero
+                s0 = s1 = s2 = s3 = zero
                 wp = w_base + c
                 for ci in range(c_in):
                     wv = w[wp]
@@ -344,39 +340,20 @@ def _weight_grad(x, g, in_rows, out_rows, bounds, gw, skip, groups, c_in, c_out,
                     q3 = q0 + min(3, m - 1) * c_out
                     c0 = 0
                     while c0 + 2 * lanes <= c_out:
-                        a00 = _vzero(gw)
-                        a01 = _vzero(gw)
-                        a10 = _vzero(gw)
-                        a11 = _vzero(gw)
-                        a20 = _vzero(gw)
-                        a21 = _vzero(gw)
-                        a30 = _vzero(gw)
-                        a31 = _vzero(gw)
+                        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _vzero(gw)
                         for p in range(p0, p1):
                             xi = in_rows[p] * x_cols
                             gp = out_rows[p] * g_cols + grp * c_out + c0
                             v0 = _vload(g, gp)
                             v1 = _vload(g, gp + lanes)
-                            s = _vbroadcast(x, xi + x0)
-                            a00 = _vfma(s, v0, a00)
-                            a01 = _vfma(s, v1, a01)
-                            s = _vbroadcast(x, xi + x1)
-                            a10 = _vfma(s, v0, a10)
-                            a11 = _vfma(s, v1, a11)
-                            s = _vbroadcast(x, xi + x2)
-                            a20 = _vfma(s, v0, a20)
-                            a21 = _vfma(s, v1, a21)
-                            s = _vbroadcast(x, xi + x3)
-                            a30 = _vfma(s, v0, a30)
-                            a31 = _vfma(s, v1, a31)
+                            a00, a01, a10, a11, a20, a21, a30, a31 = _fma_4x2(
+                                x, xi + x0, xi + x1, xi + x2, xi + x3, v0, v1, a00, a01, a10, a11, a20, a21, a30, a31
+                            )
                         _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
                         _add_to_rows(gw, m, q0, q1, q2, q3, c0 + lanes, a01, a11, a21, a31)
                         c0 += 2 * lanes
                     if c0 + lanes <= c_out:
-                        a00 = _vzero(gw)
-                        a10 = _vzero(gw)
-                        a20 = _vzero(gw)
-                        a30 = _vzero(gw)
+                        a00 = a10 = a20 = a30 = _vzero(gw)
                         for p in range(p0, p1):
                             xi = in_rows[p] * x_cols
                             v0 = _vload(g, out_rows[p] * g_cols + grp * c_out + c0)
@@ -387,10 +364,7 @@ def _weight_grad(x, g, in_rows, out_rows, bounds, gw, skip, groups, c_in, c_out,
                         _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
                         c0 += lanes
                     for c in range(c0, c_out):  # leftover channels, scalar
-                        s0 = zero
-                        s1 = zero
-                        s2 = zero
-                        s3 = zero
+                        s0 = s1 = s2 = s3 = zero
                         for p in range(p0, p1):
                             xi = in_rows[p] * x_cols
                             gv = g[out_rows[p] * g_cols + grp * c_out + c]
