@@ -57,7 +57,10 @@ def test_available_and_supported():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("key", list(KEYS))
 @pytest.mark.parametrize(
-    "groups,c_in,c_out", [(1, 3, 5), (1, 5, 3), (1, 16, 16), (1, 32, 32), (1, 64, 64), (1, 17, 40), (2, 8, 16), (2, 3, 5)]
+    "groups,c_in,c_out",
+    # (1, 160, 96): the weight gradient's chunks (rows of 256 channels in 32 KB) are shorter than a
+    # (tile, offset) group of pairs, so a group spans several chunks
+    [(1, 3, 5), (1, 5, 3), (1, 16, 16), (1, 32, 32), (1, 64, 64), (1, 17, 40), (2, 8, 16), (2, 3, 5), (1, 160, 96)],
 )
 def test_matches_torch_path(key, groups, c_in, c_out, dtype):
     feats, weight, kmap = _case(KEYS[key], groups, c_in, c_out, dtype)
@@ -167,6 +170,36 @@ def test_numba_missing_raises_clearly(monkeypatch):
         gather_gemm_scatter(feats, weight, kmap, backend="numba")
     # "auto" quietly takes the torch path.
     assert torch.equal(gather_gemm_scatter(feats, weight, kmap), gather_gemm_scatter(feats, weight, kmap, backend="torch"))
+
+
+def test_same_bits_whatever_the_thread_count():
+    """The weight gradient sums partial gradients of runs of tiles; how many is set by the map, not
+    by the thread count, so 1 and 2 threads give the same bits (forward and input gradient too)."""
+    from sparseconv.backends import numba_cpu
+
+    feats, weight, kmap = _case(KEYS["subm_k3"], 1, 24, 40, torch.float32, shape=(16, 16, 16))
+    num_tiles = -(-kmap.num_outputs // numba_cpu._TILE)
+    assert numba_cpu._num_parts(num_tiles, weight.numel() * 4) > 2  # several partial sums
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(_run(feats, weight, kmap, "numba"))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_partial_weight_gradients_fit_their_budget():
+    from sparseconv.backends import numba_cpu
+
+    assert numba_cpu._num_parts(num_tiles=1000, weight_bytes=4096) == numba_cpu._MAX_PARTS
+    assert numba_cpu._num_parts(num_tiles=3, weight_bytes=4096) == 3  # no more parts than tiles
+    big = numba_cpu._PARTIALS_BYTES // 3 + 1
+    assert numba_cpu._num_parts(num_tiles=1000, weight_bytes=big) == 2
+    assert numba_cpu._num_parts(num_tiles=1000, weight_bytes=2 * numba_cpu._PARTIALS_BYTES) == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -8,9 +8,9 @@ torch path's gather-add-copy), which is what a layer at 16-32 channels spends it
 pairs are regrouped by (tile, offset) once per kernel map by a stable counting sort
 (:func:`_tile_order`) and cached on the map (:meth:`KernelMap.derived`).
 
-Tasks own disjoint output rows, so no atomics; each output element receives its contributions in
-offset order with a fixed summation order per pair, so results are bitwise deterministic and
-independent of the thread count.
+Tasks own disjoint output rows (or, in the weight gradient, their own partial gradient), so no
+atomics; each output element receives its contributions in a fixed order, so results are bitwise
+deterministic and independent of the thread count.
 
 The micro-kernel is written with explicit SIMD vectors (a small numba extension below: a vector
 type lowered to an LLVM ``<8 x float>`` / ``<4 x double>`` (``<16 x float>`` with AVX-512) and
@@ -25,9 +25,13 @@ What runs where:
 
 * forward: the identity offset of a submanifold map stays one ``torch`` GEMM that initialises the
   output (as in the torch path); every other offset runs in the kernel.
-* backward: the input gradient is the same kernel over the transposed map with ``W^T``; the weight
-  gradient (a reduction over each offset's pairs) is :func:`_weight_grad`, one task per offset,
-  up to 32 x 32 channels a group, and the torch path's gather + GEMM per offset above that.
+* backward: the input gradient is the same kernel over the transposed map with ``W^T``. The
+  weight gradient (a reduction over each offset's pairs) is :func:`_weight_grad_tiles`: it walks the
+  forward's tile layout, tile by tile through every offset, so each tile's output-gradient rows and
+  the input rows around them are read from memory about once, as in the forward (an offset-major
+  walk reads them once per offset and ran 1.5-2x slower). Runs of consecutive tiles, one task
+  each, fill partial gradients that are then summed in a fixed order; their number is set by the
+  map and the weight's size (:func:`_num_parts`), not by the thread count.
 
 Supported (:func:`supports`): CPU, float32/float64, injective maps, no ``pair_weights``. Anything
 else stays on the torch path. Compile cost: about 2-3 s per dtype on first use in a fresh cache
@@ -49,10 +53,12 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 _TILE = 128  # output rows per parallel task
-_CHUNK = 32  # pairs per chunk of the weight gradient
-# Largest C_in x C_out (per group) for _weight_grad: measured on the 2-core AVX2 CI machine, it beats
-# gather + torch.mm up to 32 x 32 channels and loses from about 48 x 48.
-_WEIGHT_GRAD_MAX_BLOCK = 32 * 32
+# The weight gradient takes the pairs in chunks whose input and output-gradient rows fill _CHUNK_BYTES
+# (half of a 32 KB L1 data cache at most: 64 pairs at 64 channels in float32).
+_CHUNK_BYTES = 32 << 10
+# The weight gradient sums up to _MAX_PARTS partial gradients of at most _PARTIALS_BYTES in all.
+_MAX_PARTS = 16
+_PARTIALS_BYTES = 64 << 20
 
 # Start numba's threading layer now, without its warning that the system's TBB is too old: it then
 # takes OpenMP, which is what this backend wants anyway (see _run on sharing it with torch).
@@ -102,6 +108,18 @@ def _vec_of(arr):
 
 def _element_ptr(context, builder, arrty, arr, idx):
     return builder.gep(context.make_array(arrty)(context, builder, arr).data, [idx])
+
+
+@intrinsic
+def _at(typingctx, arr, idx):
+    """``arr.flat[idx]`` for ``idx >= 0``. Plain ``arr[idx]`` with a signed index also handles
+    negative indices (a sign test and a conditional add), which in the weight gradient's inner
+    loop cost registers and made LLVM spill: measured 1.5-2x slower there."""
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
+
+    return arr.dtype(arr, idx), codegen
 
 
 @intrinsic
@@ -234,14 +252,14 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
     out_cols = groups * c_out
     for p in range(p0, p1, 4):
         m = min(4, p1 - p)  # pairs in this block; missing ones repeat the last, unstored
-        i0 = in_rows[p] * x_cols
-        i1 = in_rows[p + min(1, m - 1)] * x_cols
-        i2 = in_rows[p + min(2, m - 1)] * x_cols
-        i3 = in_rows[p + min(3, m - 1)] * x_cols
-        q0 = out_rows[p] * out_cols
-        q1 = out_rows[p + min(1, m - 1)] * out_cols
-        q2 = out_rows[p + min(2, m - 1)] * out_cols
-        q3 = out_rows[p + min(3, m - 1)] * out_cols
+        i0 = _at(in_rows, p) * x_cols
+        i1 = _at(in_rows, p + min(1, m - 1)) * x_cols
+        i2 = _at(in_rows, p + min(2, m - 1)) * x_cols
+        i3 = _at(in_rows, p + min(3, m - 1)) * x_cols
+        q0 = _at(out_rows, p) * out_cols
+        q1 = _at(out_rows, p + min(1, m - 1)) * out_cols
+        q2 = _at(out_rows, p + min(2, m - 1)) * out_cols
+        q3 = _at(out_rows, p + min(3, m - 1)) * out_cols
         for g in range(groups):
             x0 = i0 + g * c_in
             x1 = i1 + g * c_in
@@ -280,12 +298,12 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
                 s0 = s1 = s2 = s3 = zero
                 wp = w_base + c
                 for ci in range(c_in):
-                    wv = w[wp]
+                    wv = _at(w, wp)
                     wp += c_out
-                    s0 += x[x0 + ci] * wv
-                    s1 += x[x1 + ci] * wv
-                    s2 += x[x2 + ci] * wv
-                    s3 += x[x3 + ci] * wv
+                    s0 += _at(x, x0 + ci) * wv
+                    s1 += _at(x, x1 + ci) * wv
+                    s2 += _at(x, x2 + ci) * wv
+                    s3 += _at(x, x3 + ci) * wv
                 cc = g * c_out + c
                 _add_scalars_to_rows(out, m, q0, q1, q2, q3, cc, s0, s1, s2, s3)
 
@@ -309,70 +327,96 @@ def _gemm_tiles(x, w, in_rows, out_rows, group_bounds, out, num_outputs, kernel_
                 _pairs_gemm(x, w, in_rows, out_rows, lo, hi, k, out, groups, c_in, c_out, lanes, zero)
 
 
+@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+def _pairs_weight_grad(x, g, in_rows, out_rows, p0, p1, gw, w_base, grp, x_cols, g_cols, c_in, c_out, lanes, zero):
+    """``gw[w_base : w_base + Ci*Co] += x[i, grp*Ci:(grp+1)*Ci]^T g[o, grp*Co:(grp+1)*Co]`` summed over
+    the pairs ``p0 <= p < p1``, in order. Every 4-row x 2-vector register tile of the block runs over
+    all the pairs, so their rows (a few KB) are read from L1 after the first tile."""
+    for r in range(0, c_in, 4):
+        m = min(4, c_in - r)  # weight rows in this tile; missing ones repeat the last, unstored
+        x0 = grp * c_in + r
+        x1 = x0 + min(1, m - 1)
+        x2 = x0 + min(2, m - 1)
+        x3 = x0 + min(3, m - 1)
+        q0 = w_base + r * c_out
+        q1 = q0 + min(1, m - 1) * c_out
+        q2 = q0 + min(2, m - 1) * c_out
+        q3 = q0 + min(3, m - 1) * c_out
+        c0 = 0
+        while c0 + 2 * lanes <= c_out:
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _vzero(gw)
+            for p in range(p0, p1):
+                xi = _at(in_rows, p) * x_cols
+                gp = _at(out_rows, p) * g_cols + grp * c_out + c0
+                v0 = _vload(g, gp)
+                v1 = _vload(g, gp + lanes)
+                a00, a01, a10, a11, a20, a21, a30, a31 = _fma_4x2(
+                    x, xi + x0, xi + x1, xi + x2, xi + x3, v0, v1, a00, a01, a10, a11, a20, a21, a30, a31
+                )
+            _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
+            _add_to_rows(gw, m, q0, q1, q2, q3, c0 + lanes, a01, a11, a21, a31)
+            c0 += 2 * lanes
+        if c0 + lanes <= c_out:
+            a00 = a10 = a20 = a30 = _vzero(gw)
+            for p in range(p0, p1):
+                xi = _at(in_rows, p) * x_cols
+                v0 = _vload(g, _at(out_rows, p) * g_cols + grp * c_out + c0)
+                a00 = _vfma(_vbroadcast(x, xi + x0), v0, a00)
+                a10 = _vfma(_vbroadcast(x, xi + x1), v0, a10)
+                a20 = _vfma(_vbroadcast(x, xi + x2), v0, a20)
+                a30 = _vfma(_vbroadcast(x, xi + x3), v0, a30)
+            _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
+            c0 += lanes
+        for c in range(c0, c_out):  # leftover channels, scalar
+            s0 = s1 = s2 = s3 = zero
+            for p in range(p0, p1):
+                xi = _at(in_rows, p) * x_cols
+                gv = _at(g, _at(out_rows, p) * g_cols + grp * c_out + c)
+                s0 += _at(x, xi + x0) * gv
+                s1 += _at(x, xi + x1) * gv
+                s2 += _at(x, xi + x2) * gv
+                s3 += _at(x, xi + x3) * gv
+            _add_scalars_to_rows(gw, m, q0, q1, q2, q3, c, s0, s1, s2, s3)
+
+
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
-def _weight_grad(x, g, in_rows, out_rows, bounds, gw, skip, groups, c_in, c_out, lanes, zero, chunk):
-    """``gw[k, grp] += x[i, grp*Ci:(grp+1)*Ci]^T g[o, grp*Co:(grp+1)*Co]`` summed over offset ``k``'s
-    pairs ``(i, o)``, for every ``k != skip``; one parallel task per offset, so each weight
-    element sums its pairs in map order whatever the thread count. The pairs go in chunks of
-    ``chunk`` (their rows stay in L1 while every 4-row x 2-vector register tile of ``gw[k]`` runs
-    over them)."""
+def _weight_grad_tiles(x, g, in_rows, out_rows, group_bounds, partials, num_parts, num_tiles, kernel_volume, skip,
+                       groups, c_in, c_out, lanes, zero, chunk):
+    """Partial weight gradients: ``partials[s, k, grp] = x[i, grp]^T g[o, grp]`` summed over the pairs
+    ``(i, o)`` of offset ``k`` whose output row lies in part ``s``: the ``num_tiles`` tiles of the
+    tile layout (:func:`_tile_order`) cut into ``num_parts`` runs of consecutive tiles, one parallel
+    task each. A task goes tile by tile through every offset, so the tile's output-gradient rows
+    and the input rows around them stay in cache, as in the forward; the pairs of one (tile,
+    offset) go in chunks of ``chunk``. Offset ``skip`` is left out."""
     x_cols = groups * c_in
     g_cols = groups * c_out
-    kernel_volume = bounds.shape[0] - 1
-    for k in prange(kernel_volume):
-        lo = bounds[k]
-        hi = bounds[k + 1]
-        if k == skip or lo == hi:
-            continue
-        for p0 in range(lo, hi, chunk):
-            p1 = min(p0 + chunk, hi)
-            for grp in range(groups):
-                w_base = (k * groups + grp) * c_in * c_out
-                for r in range(0, c_in, 4):
-                    m = min(4, c_in - r)  # weight rows in this tile; missing ones repeat the last
-                    x0 = grp * c_in + r
-                    x1 = x0 + min(1, m - 1)
-                    x2 = x0 + min(2, m - 1)
-                    x3 = x0 + min(3, m - 1)
-                    q0 = w_base + r * c_out
-                    q1 = q0 + min(1, m - 1) * c_out
-                    q2 = q0 + min(2, m - 1) * c_out
-                    q3 = q0 + min(3, m - 1) * c_out
-                    c0 = 0
-                    while c0 + 2 * lanes <= c_out:
-                        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _vzero(gw)
-                        for p in range(p0, p1):
-                            xi = in_rows[p] * x_cols
-                            gp = out_rows[p] * g_cols + grp * c_out + c0
-                            v0 = _vload(g, gp)
-                            v1 = _vload(g, gp + lanes)
-                            a00, a01, a10, a11, a20, a21, a30, a31 = _fma_4x2(
-                                x, xi + x0, xi + x1, xi + x2, xi + x3, v0, v1, a00, a01, a10, a11, a20, a21, a30, a31
-                            )
-                        _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
-                        _add_to_rows(gw, m, q0, q1, q2, q3, c0 + lanes, a01, a11, a21, a31)
-                        c0 += 2 * lanes
-                    if c0 + lanes <= c_out:
-                        a00 = a10 = a20 = a30 = _vzero(gw)
-                        for p in range(p0, p1):
-                            xi = in_rows[p] * x_cols
-                            v0 = _vload(g, out_rows[p] * g_cols + grp * c_out + c0)
-                            a00 = _vfma(_vbroadcast(x, xi + x0), v0, a00)
-                            a10 = _vfma(_vbroadcast(x, xi + x1), v0, a10)
-                            a20 = _vfma(_vbroadcast(x, xi + x2), v0, a20)
-                            a30 = _vfma(_vbroadcast(x, xi + x3), v0, a30)
-                        _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
-                        c0 += lanes
-                    for c in range(c0, c_out):  # leftover channels, scalar
-                        s0 = s1 = s2 = s3 = zero
-                        for p in range(p0, p1):
-                            xi = in_rows[p] * x_cols
-                            gv = g[out_rows[p] * g_cols + grp * c_out + c]
-                            s0 += x[xi + x0] * gv
-                            s1 += x[xi + x1] * gv
-                            s2 += x[xi + x2] * gv
-                            s3 += x[xi + x3] * gv
-                        _add_scalars_to_rows(gw, m, q0, q1, q2, q3, c, s0, s1, s2, s3)
+    block = kernel_volume * groups * c_in * c_out
+    per_part = (num_tiles + num_parts - 1) // num_parts
+    for s in prange(num_parts):
+        for t in range(s * per_part, min((s + 1) * per_part, num_tiles)):
+            for k in range(kernel_volume):
+                lo = group_bounds[t * kernel_volume + k]
+                hi = group_bounds[t * kernel_volume + k + 1]
+                if k == skip or lo == hi:
+                    continue
+                for p0 in range(lo, hi, chunk):
+                    p1 = min(p0 + chunk, hi)
+                    for grp in range(groups):
+                        w_base = s * block + (k * groups + grp) * c_in * c_out
+                        _pairs_weight_grad(x, g, in_rows, out_rows, p0, p1, partials, w_base, grp, x_cols, g_cols,
+                                           c_in, c_out, lanes, zero)
+
+
+@njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
+def _add_partials(partials, num_parts, out):
+    """``out += partials[0] + partials[1] + ...`` (left to right, whatever the thread count)."""
+    n = out.shape[0]
+    for b in prange((n + 4095) // 4096):
+        for e in range(b * 4096, min((b + 1) * 4096, n)):
+            acc = _at(partials, e)
+            for s in range(1, num_parts):
+                acc += _at(partials, s * n + e)
+            out[e] += acc
 
 
 @njit(boundscheck=False, nogil=True, cache=True)
@@ -468,6 +512,13 @@ def _run(x, w, kmap, out, skip, zero_first):
         )
 
 
+def _num_parts(num_tiles: int, weight_bytes: int) -> int:
+    """How many partial weight gradients :func:`_weight_grad_tiles` sums: set by the map and the
+    weight's size alone, never by the thread count, so the summation order (and the result's bits)
+    is the same on every machine."""
+    return max(1, min(_MAX_PARTS, num_tiles, _PARTIALS_BYTES // max(1, weight_bytes)))
+
+
 def _run_weight_grad(x, grad_out, kmap, grad_weight, skip):
     """``grad_weight[k] += x[in]^T @ grad_out[out]`` over offset ``k``'s pairs, every ``k != skip``."""
     if kmap.num_pairs == 0 or x.numel() == 0 or grad_out.numel() == 0:
@@ -475,13 +526,17 @@ def _run_weight_grad(x, grad_out, kmap, grad_weight, skip):
     np_dtype = _DTYPES[x.dtype]
     lanes = _lanes(x.element_size() * 8)
     groups, c_in, c_out = grad_weight.shape[1:]
-    bounds = np.asarray(kmap.offset_bounds, dtype=np.int64)
+    tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", _TILE), _tiles)
+    num_tiles = (kmap.num_outputs + _TILE - 1) // _TILE
+    num_parts = _num_parts(num_tiles, grad_weight.numel() * grad_weight.element_size())
+    partials = np.zeros(num_parts * grad_weight.numel(), np_dtype)
     with _TorchThreads():
-        _weight_grad(
-            _numpy(x).reshape(-1), _numpy(grad_out).reshape(-1), _numpy(kmap.in_rows), _numpy(kmap.out_rows),
-            bounds, grad_weight.detach().numpy().reshape(-1), -1 if skip is None else skip,
-            groups, c_in, c_out, lanes, np_dtype(0), _CHUNK,
+        _weight_grad_tiles(
+            _numpy(x).reshape(-1), _numpy(grad_out).reshape(-1), tiled_in, tiled_out, group_bounds, partials,
+            num_parts, num_tiles, kmap.kernel_volume, -1 if skip is None else skip,
+            groups, c_in, c_out, lanes, np_dtype(0), max(4, _CHUNK_BYTES // ((c_in + c_out) * x.element_size())),
         )
+        _add_partials(partials, num_parts, grad_weight.detach().numpy().reshape(-1))
 
 
 def forward(feats, weight, pair_weights, kmap):
@@ -501,18 +556,15 @@ def forward(feats, weight, pair_weights, kmap):
 
 def backward(feats, weight, pair_weights, grad_out, kmap, needs):
     """Same as :func:`sparseconv.core._backward` (no ``pair_weights``): the input gradient is the
-    forward kernel over the transposed map with ``W^T``, the weight gradient :func:`_weight_grad`
-    up to ``_WEIGHT_GRAD_MAX_BLOCK`` weights a group and offset, the torch path's gather + GEMM
-    above (where MKL's GEMM wins); the identity offset of a submanifold map is one torch GEMM."""
-    from ..core import _backward, _grouped_mm, _grouped_weight_grad
+    forward kernel over the transposed map with ``W^T``, the weight gradient
+    :func:`_weight_grad_tiles`; the identity offset of a submanifold map is one torch GEMM in both."""
+    from ..core import _grouped_mm, _grouped_weight_grad
 
     assert pair_weights is None
     need_feats, need_weight, _ = needs
     identity = kmap.identity_offset
     grad_weight = None
-    if need_weight and weight.shape[2] * weight.shape[3] > _WEIGHT_GRAD_MAX_BLOCK:
-        grad_weight = _backward(feats, weight, None, grad_out, kmap, (False, True, False))[1]
-    elif need_weight:
+    if need_weight:
         grad_weight = weight.new_zeros(weight.shape)  # contiguous, whatever the weight's strides
         if identity is not None:
             _grouped_weight_grad(feats, grad_out, grad_weight[identity])
