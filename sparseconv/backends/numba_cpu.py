@@ -419,26 +419,30 @@ def _add_partials(partials, num_parts, out):
             out[e] += acc
 
 
-@njit(boundscheck=False, nogil=True, cache=True)
+@njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
 def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
     """The map's pairs as int32 rows grouped by (tile of output rows, offset), keeping their order
-    within a group: a stable counting sort. Returns ``(in_rows, out_rows, group_bounds)``."""
+    within a group: a stable counting sort. Returns ``(in_rows, out_rows, group_bounds)``. Group
+    ``(t, k)`` holds pairs of offset ``k`` only, so both passes run one task per offset without
+    sharing a counter."""
     kernel_volume = bounds.shape[0] - 1
-    group_bounds = np.zeros(num_tiles * kernel_volume + 1, np.int64)
-    for k in range(kernel_volume):
+    counts = np.zeros(num_tiles * kernel_volume, np.int64)
+    for k in prange(kernel_volume):
         for p in range(bounds[k], bounds[k + 1]):
-            group_bounds[(out_rows[p] // tile) * kernel_volume + k + 1] += 1
+            counts[(_at(out_rows, p) // tile) * kernel_volume + k] += 1
+    group_bounds = np.zeros(num_tiles * kernel_volume + 1, np.int64)
     for g in range(num_tiles * kernel_volume):
-        group_bounds[g + 1] += group_bounds[g]
-    fill = group_bounds[:-1].copy()
+        group_bounds[g + 1] = group_bounds[g] + counts[g]
     tiled_in = np.empty(in_rows.shape[0], np.int32)
     tiled_out = np.empty(in_rows.shape[0], np.int32)
-    for k in range(kernel_volume):
+    for k in prange(kernel_volume):
+        fill = group_bounds[k:-1:kernel_volume].copy()  # next free slot of group (t, k), for every t
         for p in range(bounds[k], bounds[k + 1]):
-            g = (out_rows[p] // tile) * kernel_volume + k
-            tiled_in[fill[g]] = in_rows[p]
-            tiled_out[fill[g]] = out_rows[p]
-            fill[g] += 1
+            o = _at(out_rows, p)
+            t = o // tile
+            tiled_in[fill[t]] = _at(in_rows, p)
+            tiled_out[fill[t]] = o
+            fill[t] += 1
     return tiled_in, tiled_out, group_bounds
 
 
