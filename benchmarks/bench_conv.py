@@ -5,14 +5,19 @@ layer (SubMConv3d k=3, SparseConv3d k=3 stride 2) at 16, 32 and 64 channels it p
 
 * ``map``: kernel-map build from fresh coordinates (sorting/search included);
 * ``fwd``: forward with the map cached; ``bwd``: feature + weight gradients; their ratio;
-* ``floor``: the layer's multiply-adds at the best ``torch.mm`` rate measured in this run on
-  cache-resident ``[R, C] @ [C, C]`` blocks (what the cores can do), and ``fwd / floor``;
+* ``floor``: the layer's multiply-adds at the ``torch.mm`` rate on a cache-resident
+  ``[R, C] @ [C, C]`` block (R chosen as the best of 4096..32768 rows: what the cores can do), and
+  ``fwd / floor``;
 * ``1 mm``: one plain ``torch.mm`` with as many rows as the map has pairs (same multiply-adds);
 * ``peak``: peak extra resident memory during a forward (output included), and its ratio to
   input features + output features + kernel map;
 * ``map+fwd``: the whole layer, next to spconv's CPU build (1 and 2 threads) when installed, and
   spconv's index build alone (a 1-channel layer, single-threaded) next to our ``map``;
 * dense ``F.conv3d`` on the densest 96x96x32 crop next to the sparse layer on that crop.
+
+Quantities that are compared are timed in turns within one loop (forward, backward and floor;
+our map and spconv's; our whole layer and spconv's), so that this machine's drifting speed
+(shared cores and memory bandwidth) hits both sides of a ratio alike.
 
 Run:  python benchmarks/bench_conv.py            (full)
       python benchmarks/bench_conv.py --quick    (small scans, few repeats: a smoke run)
@@ -59,18 +64,56 @@ def median_ms(fn, repeats: int, warmup: int = 1) -> float:
     return 1000 * statistics.median(times)
 
 
-def best_gemm_rate(channels: int, repeats: int) -> float:
-    """Multiply-adds per ms of ``torch.mm`` at its best on cache-resident blocks: the rate over
-    ``[R, C] @ [C, C]`` for R in 4096..32768 rows, output preallocated, best R kept."""
+def interleaved_ms(timers, repeats: int):
+    """Median of each timer's milliseconds, the timers run in turns (a, b, c, a, b, c, ...) after one
+    warm-up round, so a machine whose speed drifts during the run slows them alike and their ratios
+    hold. A timer returns the seconds it measured (see :func:`timed`)."""
+    for timer in timers:
+        timer()
+    samples = [[] for _ in timers]
+    for _ in range(repeats):
+        for timer, ts in zip(timers, samples):
+            ts.append(timer())
+    return [1000 * statistics.median(ts) for ts in samples]
+
+
+def timed(fn):
+    """A timer (for :func:`interleaved_ms`) of the whole of ``fn()``."""
+
+    def timer():
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return timer
+
+
+def best_gemm_block(channels: int, repeats: int) -> int:
+    """The row count R (4096..32768) at which ``[R, C] @ [C, C]`` (output preallocated) runs
+    ``torch.mm`` at its best multiply-add rate: the cache-resident block of the GEMM floor."""
     w = torch.randn(channels, channels)
-    inner = 20
-    best = 0.0
+    best, best_rows = 0.0, 4096
     for rows in (4096, 8192, 16384, 32768):
         a = torch.randn(rows, channels)
         out = torch.empty(rows, channels)
-        ms = median_ms(lambda: [torch.mm(a, w, out=out) for _ in range(inner)], repeats, 2) / inner
-        best = max(best, rows * channels * channels / ms)
-    return best
+        ms = median_ms(lambda: torch.mm(a, w, out=out), repeats, 2)
+        if rows / ms > best:
+            best, best_rows = rows / ms, rows
+    return best_rows
+
+
+def floor_timer(rows: int, channels: int, layer_macs: int, inner: int = 20):
+    """A timer of the GEMM floor: seconds that ``layer_macs`` multiply-adds take at the rate of
+    ``inner`` back-to-back ``torch.mm`` calls on a cache-resident ``[rows, C] @ [C, C]`` block."""
+    a, w, out = torch.randn(rows, channels), torch.randn(channels, channels), torch.empty(rows, channels)
+
+    def timer():
+        start = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, w, out=out)
+        return (time.perf_counter() - start) * layer_macs / (inner * rows * channels * channels)
+
+    return timer
 
 
 def _status_kb(field: str) -> int:
@@ -125,29 +168,32 @@ def scenes(quick: bool):
         yield "indoor RGB-D sweep (10 views), 2 cm", generate_indoor_scene(0).points, 0.02
 
 
-def spconv_ms(st: SparseTensor, key: KernelMapKey, channels: int, threads: int, repeats: int):
-    """spconv's whole layer (index build + forward), or None when spconv is not installed."""
+def spconv_timer(st: SparseTensor, key: KernelMapKey, channels: int, threads: int):
+    """A timer of spconv's whole layer (index build + forward) at ``threads`` threads, or None when
+    spconv is not installed."""
     try:
         import spconv.pytorch as spconv  # type: ignore
     except Exception:
         return None
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        if key.kind == "submanifold":
-            layer = spconv.SubMConv3d(channels, channels, 3, bias=False)
-        else:
-            layer = spconv.SparseConv3d(channels, channels, 3, 2, 1, bias=False)
-        feats = torch.randn(len(st), channels)
-        indices = st.coords.int()
+    if key.kind == "submanifold":
+        layer = spconv.SubMConv3d(channels, channels, 3, bias=False)
+    else:
+        layer = spconv.SparseConv3d(channels, channels, 3, 2, 1, bias=False)
+    feats = torch.randn(len(st), channels)
+    indices = st.coords.int()
 
-        def run():
-            layer(spconv.SparseConvTensor(feats, indices, list(st.spatial_shape), st.batch_size))
+    def timer():
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                start = time.perf_counter()
+                layer(spconv.SparseConvTensor(feats, indices, list(st.spatial_shape), st.batch_size))
+                return time.perf_counter() - start
+        finally:
+            torch.set_num_threads(previous)
 
-        with torch.no_grad():
-            return median_ms(run, repeats)
-    finally:
-        torch.set_num_threads(previous)
+    return timer
 
 
 def run(quick: bool) -> None:
@@ -157,7 +203,7 @@ def run(quick: bool) -> None:
     core = "numba" if backends.numba_available() else f"torch ({backends.numba_unavailable_reason()})"
     print(f"# sparseconv {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, core op backend: {core}")
-    rates = {c: best_gemm_rate(c, repeats) for c in channel_list}
+    gemm_rows = {c: best_gemm_block(c, repeats) for c in channel_list}
     for name, points, voxel_size in scenes(quick):
         st, _ = voxelize(torch.from_numpy(points).float(), voxel_size)
         cs = st.coordinate_set
@@ -169,33 +215,52 @@ def run(quick: bool) -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, key, make in LAYERS:
             kmap = cs.kernel_map(key)
-            map_ms = median_ms(lambda: build_kernel_map(fresh(cs), key), repeats)
-            spconv_map = spconv_ms(st, key, 1, 1, repeats)
-            spconv_map_cell = "-" if spconv_map is None else f"{spconv_map:.1f}"
+            map_timer = timed(lambda: build_kernel_map(fresh(cs), key))
+            spconv_map_timer = spconv_timer(st, key, 1, 1)
+            if spconv_map_timer is None:
+                map_ms, spconv_map_cell = median_ms(map_timer, repeats), "-"
+            else:
+                map_ms, spconv_map = interleaved_ms([map_timer, spconv_map_timer], repeats)
+                spconv_map_cell = f"{spconv_map:.1f}"
             map_bytes = kmap.in_rows.numel() * 8 * 2
             for channels in channel_list:
                 layer = make(channels)
                 feats = torch.randn(len(st), channels)
                 x = st.replace(feats)
-                with torch.no_grad():
-                    fwd = median_ms(lambda: layer(x), repeats)
-                    peak = peak_extra_mb(lambda: layer(x))
-                    whole = median_ms(lambda: layer(SparseTensor.from_coordinate_set(feats, fresh(cs))), repeats)
                 x_grad = st.replace(feats.clone().requires_grad_())
                 grad = torch.randn(kmap.num_outputs, channels)
 
-                def forward_backward():
-                    layer(x_grad).feats.backward(grad)
+                def forward():
+                    with torch.no_grad():
+                        layer(x)
 
-                bwd = max(median_ms(forward_backward, repeats) - fwd, 0.0)
-                floor = kmap.num_pairs * channels * channels / rates[channels]
+                def backward_only():
+                    out = layer(x_grad).feats
+                    start = time.perf_counter()
+                    out.backward(grad)
+                    return time.perf_counter() - start
+
+                macs = kmap.num_pairs * channels * channels
+                fwd, bwd, floor = interleaved_ms(
+                    [timed(forward), backward_only, floor_timer(gemm_rows[channels], channels, macs)], repeats
+                )
+                with torch.no_grad():
+                    peak = peak_extra_mb(lambda: layer(x))
+                    whole_timer = timed(lambda: layer(SparseTensor.from_coordinate_set(feats, fresh(cs))))
+                spconv_timers = [spconv_timer(st, key, channels, t) for t in (1, 2)]
+                if spconv_timers[0] is None:
+                    with torch.no_grad():
+                        whole = median_ms(whole_timer, repeats)
+                    spconv_cell = "not installed"
+                else:
+                    with torch.no_grad():
+                        whole, one, two = interleaved_ms([whole_timer, *spconv_timers], repeats)
+                    spconv_cell = f"{one:.1f} / {two:.1f} ({one / whole:.1f}x slower)"
                 rows = torch.randn(kmap.num_pairs, channels)
                 weight = torch.randn(channels, channels)
                 one_mm = median_ms(lambda: rows @ weight, repeats)
                 io_mb = (len(st) + kmap.num_outputs) * channels * 4 / 2**20 + map_bytes / 2**20
                 peak_cell = "n/a" if peak is None else f"{peak:.1f} ({peak / io_mb:.2f}x)"
-                one, two = (spconv_ms(st, key, channels, t, repeats) for t in (1, 2))
-                spconv_cell = "not installed" if one is None else f"{one:.1f} / {two:.1f} ({one / whole:.1f}x slower)"
                 stride = key.stride[0]
                 dense_in = torch.randn(1, channels, *CROP)
                 dense_w = torch.randn(channels, channels, 3, 3, 3)
