@@ -4,7 +4,8 @@ For each scene (a simulated 64-beam street scan at 5 cm, an indoor RGB-D sweep a
 layer (SubMConv3d k=3, SparseConv3d k=3 stride 2) at 16, 32 and 64 channels it prints medians of:
 
 * ``map``: kernel-map build from fresh coordinates (sorting/search included);
-* ``fwd``: forward with the map cached; ``bwd``: feature + weight gradients; their ratio;
+* ``fwd``: forward with the map cached; ``bwd``: feature + weight gradients (``.grad`` unset
+  before, as after ``zero_grad()``); their ratio;
 * ``floor``: the layer's multiply-adds at the ``torch.mm`` rate on a cache-resident
   ``[R, C] @ [C, C]`` block (R chosen as the best of 4096..32768 rows: what the cores can do), and
   ``fwd / floor``;
@@ -235,6 +236,8 @@ def run(quick: bool) -> None:
                         layer(x)
 
                 def backward_only():
+                    x_grad.feats.grad = None  # as in training after zero_grad(): nothing to add to
+                    layer.zero_grad(set_to_none=True)
                     out = layer(x_grad).feats
                     start = time.perf_counter()
                     out.backward(grad)
