@@ -178,8 +178,10 @@ def test_same_bits_whatever_the_thread_count():
     from sparseconv.backends import numba_cpu
 
     feats, weight, kmap = _case(KEYS["subm_k3"], 1, 24, 40, torch.float32, shape=(16, 16, 16))
-    num_tiles = -(-kmap.num_outputs // numba_cpu._TILE)
-    assert numba_cpu._num_parts(num_tiles, weight.numel() * 4) > 2  # several partial sums
+    group_bounds = kmap.transpose().derived(("numba_tiles", numba_cpu._TILE), numba_cpu._tiles)[2]
+    num_tiles = -(-kmap.num_inputs // numba_cpu._TILE)
+    parts = numba_cpu._part_tiles(group_bounds, kmap.kernel_volume, num_tiles, weight.numel() * 4)
+    assert len(parts) - 1 > 2  # several partial sums
     before = torch.get_num_threads()
     try:
         results = []
@@ -192,14 +194,28 @@ def test_same_bits_whatever_the_thread_count():
         assert torch.equal(a, b)
 
 
-def test_partial_weight_gradients_fit_their_budget():
+def test_backward_parts_balance_pairs_and_fit_the_budget():
+    import numpy as np
+
     from sparseconv.backends import numba_cpu
 
-    assert numba_cpu._num_parts(num_tiles=1000, weight_bytes=4096) == numba_cpu._MAX_PARTS
-    assert numba_cpu._num_parts(num_tiles=3, weight_bytes=4096) == 3  # no more parts than tiles
+    K, num_tiles = 2, 1000
+    rng = np.random.default_rng(0)
+    pairs_per_group = rng.integers(0, 50, size=num_tiles * K)
+    pairs_per_group[:K * 10] = 2000  # a dense corner: the first 10 tiles hold about half the pairs
+    group_bounds = np.concatenate(([0], np.cumsum(pairs_per_group)))
+    parts = numba_cpu._part_tiles(group_bounds, K, num_tiles, weight_bytes=4096)
+    assert parts[0] == 0 and parts[-1] == num_tiles and (np.diff(parts) > 0).all()
+    assert len(parts) - 1 == numba_cpu._MAX_PARTS
+    pairs_per_part = np.diff(group_bounds[::K][parts])
+    largest_tile = np.diff(group_bounds[::K]).max()
+    # each part is within one tile's pairs of an equal share
+    assert np.abs(pairs_per_part - group_bounds[-1] / len(pairs_per_part)).max() <= largest_tile
+
+    assert len(numba_cpu._part_tiles(group_bounds[: 3 * K + 1], K, 3, 4096)) - 1 == 3  # no more parts than tiles
     big = numba_cpu._PARTIALS_BYTES // 3 + 1
-    assert numba_cpu._num_parts(num_tiles=1000, weight_bytes=big) == 2
-    assert numba_cpu._num_parts(num_tiles=1000, weight_bytes=2 * numba_cpu._PARTIALS_BYTES) == 1
+    assert len(numba_cpu._part_tiles(group_bounds, K, num_tiles, big)) - 1 == 2
+    assert len(numba_cpu._part_tiles(group_bounds, K, num_tiles, 2 * numba_cpu._PARTIALS_BYTES)) - 1 == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -25,13 +25,15 @@ What runs where:
 
 * forward: the identity offset of a submanifold map stays one ``torch`` GEMM that initialises the
   output (as in the torch path); every other offset runs in the kernel.
-* backward: the input gradient is the same kernel over the transposed map with ``W^T``. The
-  weight gradient (a reduction over each offset's pairs) is :func:`_weight_grad_tiles`: it walks the
-  forward's tile layout, tile by tile through every offset, so each tile's output-gradient rows and
-  the input rows around them are read from memory about once, as in the forward (an offset-major
-  walk reads them once per offset and ran 1.5-2x slower). Runs of consecutive tiles, one task
-  each, fill partial gradients that are then summed in a fixed order; their number is set by the
-  map and the weight's size (:func:`_num_parts`), not by the thread count.
+* backward: one kernel (:func:`_backward_tiles`) walks the *transposed* map's tile layout (tiles
+  of input rows) and, for each (tile, offset) group of pairs while their rows are in cache, adds
+  the input gradient (the forward's micro-kernel with ``W^T``) and the weight gradient
+  (``x[i]^T g[o]``, a 4 x 2-vector register tile of the weight block running over the pairs).
+  The weight gradient goes into a fixed number of partial gradients, one per run of tiles with
+  about equal pair counts (:func:`_part_tiles`), summed in a fixed order; their number is set by
+  the map and the weight's size, not by the thread count. One walk instead of an input-gradient
+  pass plus an offset-major weight-gradient pass: measured 1.5-2x faster on the weight gradient
+  and up to 1.2x on the whole backward.
 
 Supported (:func:`supports`): CPU, float32/float64, injective maps, no ``pair_weights``. Anything
 else stays on the torch path. Compile cost: about 2-3 s per dtype on first use in a fresh cache
@@ -380,31 +382,40 @@ def _pairs_weight_grad(x, g, in_rows, out_rows, p0, p1, gw, w_base, grp, x_cols,
 
 
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
-def _weight_grad_tiles(x, g, in_rows, out_rows, group_bounds, partials, num_parts, num_tiles, kernel_volume, skip,
-                       groups, c_in, c_out, lanes, zero, chunk):
-    """Partial weight gradients: ``partials[s, k, grp] = x[i, grp]^T g[o, grp]`` summed over the pairs
-    ``(i, o)`` of offset ``k`` whose output row lies in part ``s``: the ``num_tiles`` tiles of the
-    tile layout (:func:`_tile_order`) cut into ``num_parts`` runs of consecutive tiles, one parallel
-    task each. A task goes tile by tile through every offset, so the tile's output-gradient rows
-    and the input rows around them stay in cache, as in the forward; the pairs of one (tile,
-    offset) go in chunks of ``chunk``. Offset ``skip`` is left out."""
+def _backward_tiles(x, g, wt, in_rows, out_rows, group_bounds, part_tiles, grad_x, partials, num_inputs, kernel_volume,
+                    tile, skip, zero_first, need_input, need_weight, groups, c_in, c_out, lanes, zero, chunk):
+    """Both gradients of ``out[o] += x[i] @ w[k]`` in one walk over the *transposed* map's tile
+    layout (``in_rows`` are output rows ``o``, ``out_rows`` input rows ``i``, tiles cut the input
+    rows): for each (tile, offset) group of pairs, with their rows in cache,
+
+    * ``need_input``: ``grad_x[i] += g[o] @ w[k]^T`` (``wt`` is ``w`` transposed, ``[K, G, Co, Ci]``),
+      as the forward kernel; with ``zero_first`` the tile's rows are zeroed first;
+    * ``need_weight``: ``partials[s, k] += x[i]^T g[o]`` in chunks of ``chunk`` pairs, where part ``s``
+      covers tiles ``part_tiles[s]`` to ``part_tiles[s + 1]``, one parallel task per part.
+
+    Offset ``skip`` is left out."""
     x_cols = groups * c_in
     g_cols = groups * c_out
     block = kernel_volume * groups * c_in * c_out
-    per_part = (num_tiles + num_parts - 1) // num_parts
-    for s in prange(num_parts):
-        for t in range(s * per_part, min((s + 1) * per_part, num_tiles)):
+    for s in prange(part_tiles.shape[0] - 1):
+        for t in range(part_tiles[s], part_tiles[s + 1]):
+            if need_input and zero_first:
+                for e in range(t * tile * x_cols, min((t + 1) * tile, num_inputs) * x_cols):
+                    grad_x[e] = zero
             for k in range(kernel_volume):
                 lo = group_bounds[t * kernel_volume + k]
                 hi = group_bounds[t * kernel_volume + k + 1]
                 if k == skip or lo == hi:
                     continue
-                for p0 in range(lo, hi, chunk):
-                    p1 = min(p0 + chunk, hi)
-                    for grp in range(groups):
-                        w_base = s * block + (k * groups + grp) * c_in * c_out
-                        _pairs_weight_grad(x, g, in_rows, out_rows, p0, p1, partials, w_base, grp, x_cols, g_cols,
-                                           c_in, c_out, lanes, zero)
+                if need_input:
+                    _pairs_gemm(g, wt, in_rows, out_rows, lo, hi, k, grad_x, groups, c_out, c_in, lanes, zero)
+                if need_weight:
+                    for p0 in range(lo, hi, chunk):
+                        p1 = min(p0 + chunk, hi)
+                        for grp in range(groups):
+                            w_base = s * block + (k * groups + grp) * c_in * c_out
+                            _pairs_weight_grad(x, g, out_rows, in_rows, p0, p1, partials, w_base, grp, x_cols, g_cols,
+                                               c_in, c_out, lanes, zero)
 
 
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
@@ -516,31 +527,17 @@ def _run(x, w, kmap, out, skip, zero_first):
         )
 
 
-def _num_parts(num_tiles: int, weight_bytes: int) -> int:
-    """How many partial weight gradients :func:`_weight_grad_tiles` sums: set by the map and the
-    weight's size alone, never by the thread count, so the summation order (and the result's bits)
-    is the same on every machine."""
-    return max(1, min(_MAX_PARTS, num_tiles, _PARTIALS_BYTES // max(1, weight_bytes)))
-
-
-def _run_weight_grad(x, grad_out, kmap, grad_weight, skip):
-    """``grad_weight[k] += x[in]^T @ grad_out[out]`` over offset ``k``'s pairs, every ``k != skip``."""
-    if kmap.num_pairs == 0 or x.numel() == 0 or grad_out.numel() == 0:
-        return
-    np_dtype = _DTYPES[x.dtype]
-    lanes = _lanes(x.element_size() * 8)
-    groups, c_in, c_out = grad_weight.shape[1:]
-    tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", _TILE), _tiles)
-    num_tiles = (kmap.num_outputs + _TILE - 1) // _TILE
-    num_parts = _num_parts(num_tiles, grad_weight.numel() * grad_weight.element_size())
-    partials = np.zeros(num_parts * grad_weight.numel(), np_dtype)
-    with _TorchThreads():
-        _weight_grad_tiles(
-            _numpy(x).reshape(-1), _numpy(grad_out).reshape(-1), tiled_in, tiled_out, group_bounds, partials,
-            num_parts, num_tiles, kmap.kernel_volume, -1 if skip is None else skip,
-            groups, c_in, c_out, lanes, np_dtype(0), max(4, _CHUNK_BYTES // ((c_in + c_out) * x.element_size())),
-        )
-        _add_partials(partials, num_parts, grad_weight.detach().numpy().reshape(-1))
+def _part_tiles(group_bounds: np.ndarray, kernel_volume: int, num_tiles: int, weight_bytes: int) -> np.ndarray:
+    """Where the parts of :func:`_backward_tiles` start and end, in tiles: up to ``_MAX_PARTS``
+    runs of consecutive tiles with about equal numbers of pairs (tasks of equal work), as many as
+    the tiles and the ``_PARTIALS_BYTES`` budget of partial weight gradients allow. Set by the map
+    and the weight's size alone, never by the thread count, so the weight gradient's summation
+    order (and its bits) is the same on every machine."""
+    num_parts = max(1, min(_MAX_PARTS, num_tiles, _PARTIALS_BYTES // max(1, weight_bytes)))
+    pairs_before_tile = group_bounds[::kernel_volume]  # num_tiles + 1 entries
+    targets = pairs_before_tile[-1] * np.arange(1, num_parts) // num_parts
+    inner = np.searchsorted(pairs_before_tile, targets, side="left")
+    return np.unique(np.concatenate(([0], inner, [num_tiles]))).astype(np.int64)
 
 
 def forward(feats, weight, pair_weights, kmap):
@@ -559,27 +556,47 @@ def forward(feats, weight, pair_weights, kmap):
 
 
 def backward(feats, weight, pair_weights, grad_out, kmap, needs):
-    """Same as :func:`sparseconv.core._backward` (no ``pair_weights``): the input gradient is the
-    forward kernel over the transposed map with ``W^T``, the weight gradient
-    :func:`_weight_grad_tiles`; the identity offset of a submanifold map is one torch GEMM in both."""
+    """Same as :func:`sparseconv.core._backward` (no ``pair_weights``): both gradients in one walk
+    over the transposed map's tiles (:func:`_backward_tiles`); the identity offset of a
+    submanifold map is one torch GEMM for each."""
     from ..core import _grouped_mm, _grouped_weight_grad
 
     assert pair_weights is None
     need_feats, need_weight, _ = needs
+    groups, c_in, c_out = weight.shape[1:]
     identity = kmap.identity_offset
-    grad_weight = None
-    if need_weight:
-        grad_weight = weight.new_zeros(weight.shape)  # contiguous, whatever the weight's strides
-        if identity is not None:
-            _grouped_weight_grad(feats, grad_out, grad_weight[identity])
-        _run_weight_grad(feats, grad_out, kmap, grad_weight, identity)
-    grad_feats = None
+    weight_t = weight.transpose(2, 3).contiguous()  # [K, G, Co, Ci]
+    grad_feats = grad_weight = None
     if need_feats:
-        groups, c_in, c_out = weight.shape[1:]
-        weight_t = weight.transpose(2, 3).contiguous()  # [K, G, Co, Ci]
         if identity is not None:
             grad_feats = _grouped_mm(grad_out, weight_t[identity]).contiguous()
         else:
             grad_feats = feats.new_empty(kmap.num_inputs, groups * c_in)
-        _run(grad_out, weight_t, kmap.transpose(), grad_feats, identity, zero_first=identity is None)
+    if need_weight:
+        grad_weight = weight.new_zeros(weight.shape)  # contiguous, whatever the weight's strides
+        if identity is not None:
+            _grouped_weight_grad(feats, grad_out, grad_weight[identity])
+    if kmap.num_pairs == 0 or feats.numel() == 0 or grad_out.numel() == 0 or not (need_feats or need_weight):
+        if need_feats and identity is None:
+            grad_feats.zero_()
+        return grad_feats, grad_weight, None
+    transposed = kmap.transpose()
+    # the transposed map's pairs (o, i) grouped by tiles of input rows i
+    rows_o, rows_i, group_bounds = transposed.derived(("numba_tiles", _TILE), _tiles)
+    num_tiles = (transposed.num_outputs + _TILE - 1) // _TILE
+    weight_bytes = weight.numel() * weight.element_size() if need_weight else 0
+    part_tiles = _part_tiles(group_bounds, kmap.kernel_volume, num_tiles, weight_bytes)
+    np_dtype = _DTYPES[feats.dtype]
+    partials = np.zeros((len(part_tiles) - 1) * weight.numel() if need_weight else 0, np_dtype)
+    grad_x = grad_feats.detach().numpy().reshape(-1) if need_feats else np.empty(0, np_dtype)
+    with _TorchThreads():
+        _backward_tiles(
+            _numpy(feats).reshape(-1), _numpy(grad_out).reshape(-1), _numpy(weight_t).reshape(-1), rows_o, rows_i,
+            group_bounds, part_tiles, grad_x, partials, kmap.num_inputs, kmap.kernel_volume, _TILE,
+            -1 if identity is None else identity, identity is None, need_feats, need_weight,
+            groups, c_in, c_out, _lanes(feats.element_size() * 8), np_dtype(0),
+            max(4, _CHUNK_BYTES // ((c_in + c_out) * feats.element_size())),
+        )
+        if need_weight:
+            _add_partials(partials, len(part_tiles) - 1, grad_weight.numpy().reshape(-1))
     return grad_feats, grad_weight, None
