@@ -30,6 +30,7 @@ from typing import Any, Callable, Hashable, Optional, Tuple
 
 import torch
 
+from . import backends
 from .coordinates import CoordinateSet
 from .hashing import COORD_MARGIN, check_grid, offset_key, unpack_keys
 
@@ -185,59 +186,69 @@ def _check_reach(key: KernelMapKey) -> None:
 def _build_submanifold(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
     """Neighbour search on sorted keys.
 
-    For each kernel column ``(tx, ty)`` one ``searchsorted`` finds where the lowest tap of every
-    site's column lands; the next taps up the column follow by stepping (keys are unique, so the
-    insertion point of ``q + 1`` is that of ``q`` plus one when ``q`` is present). A kernel that
-    is odd on every axis is symmetric (tap ``K-1-k`` is tap ``k`` reversed), so only the first
-    half is searched and the rest mirrored.
+    Tap ``(tx, ty, tz)`` of site ``j`` is the key ``keys[j] + column_delta(tx, ty) + tz * dz``. A
+    kernel that is odd on every axis is symmetric (tap ``K-1-k`` is tap ``k`` reversed), so only
+    the taps before the centre are searched and the rest mirrored; the centre is the identity.
+    On CPU with numba installed the search is :func:`sparseconv.backends.numba_cpu.submanifold_pairs`
+    (one merge walk per kernel column); otherwise :func:`_submanifold_pairs_torch`. Both give the
+    same pairs in the same order (tested).
     """
     keys, order = coord_set.sorted_keys()
     n = keys.numel()
-    device = keys.device
     kx, ky, kz = key.kernel_size
     dx, dy, dz = key.dilation
     lx, ly, lz = (d * (k - 1) // 2 for k, d in zip(key.kernel_size, key.dilation))
     num_taps = kx * ky * kz
     symmetric = all(k % 2 == 1 for k in key.kernel_size)
     centre = num_taps // 2 if symmetric else None
-    last = centre if symmetric else num_taps - 1
-    padded = torch.cat((keys, keys.new_full((1,), -1)))  # position n: a sentinel no key equals
-    positions = torch.arange(n, device=device)
-    ins, outs, counts = [], [], []
-    for tx in range(kx):
-        for ty in range(ky):
-            first = (tx * ky + ty) * kz
-            if first > last:
-                break
-            query = keys + offset_key(tx * dx - lx, ty * dy - ly, -lz)
-            at = torch.searchsorted(keys, query)
-            for tz in range(kz):
-                if first + tz > last:
-                    break
-                if tz:
-                    for _ in range(dz):
-                        at = at + (padded[at] == query)
-                        query = query + 1
-                if first + tz == centre:
-                    ins.append(positions)
-                    outs.append(positions)
-                    counts.append(n)
-                    continue
-                out_pos = (padded[at] == query).nonzero().squeeze(1)
-                ins.append(at[out_pos])
-                outs.append(out_pos)
-                counts.append(out_pos.numel())
-    if symmetric:
-        for k in range(centre - 1, -1, -1):
-            ins.append(outs[k])
-            outs.append(ins[k])
-            counts.append(counts[k])
-    in_rows, out_rows = torch.cat(ins), torch.cat(outs)
+    searched = centre if symmetric else num_taps
+    column_deltas = [offset_key(tx * dx - lx, ty * dy - ly, -lz) for tx in range(kx) for ty in range(ky)]
+    fast = backends.numba_backend() if keys.device.type == "cpu" else None
+    if fast is not None:
+        in_rows, out_rows, counts = fast.submanifold_pairs(keys, column_deltas, kz, dz, searched, centre)
+    else:
+        in_rows, out_rows, counts = _submanifold_pairs_torch(keys, column_deltas, kz, dz, searched, centre)
     if order is not None:  # positions in sorted order -> rows
         in_rows, out_rows = order[in_rows], order[out_rows]
     return KernelMap(
         key, in_rows, out_rows, _bounds_from_counts(counts), n, n, coord_set, coord_set, identity_offset=centre
     )
+
+
+def _submanifold_pairs_torch(keys, column_deltas, kernel_depth: int, dilation_z: int, searched_taps: int, centre):
+    """``(in_positions, out_positions, counts)`` of a submanifold map on sorted ``keys`` (see
+    :func:`_build_submanifold`) in torch ops: per kernel column one ``searchsorted`` finds where
+    the column's lowest tap lands for every site; the taps up the column follow by stepping (keys
+    are unique, so the insertion point of ``q + 1`` is that of ``q`` plus one when ``q`` is
+    present)."""
+    n = keys.numel()
+    padded = torch.cat((keys, keys.new_full((1,), -1)))  # position n: a sentinel no key equals
+    positions = torch.arange(n, device=keys.device)
+    ins, outs, counts = [], [], []
+    for column, delta in enumerate(column_deltas):
+        first = column * kernel_depth
+        if first >= searched_taps:
+            break
+        query = keys + delta
+        at = torch.searchsorted(keys, query)
+        for tz in range(min(kernel_depth, searched_taps - first)):
+            if tz:
+                for _ in range(dilation_z):
+                    at = at + (padded[at] == query)
+                    query = query + 1
+            out_pos = (padded[at] == query).nonzero().squeeze(1)
+            ins.append(at[out_pos])
+            outs.append(out_pos)
+            counts.append(out_pos.numel())
+    if centre is not None:
+        ins.append(positions)
+        outs.append(positions)
+        counts.append(n)
+        for k in range(centre - 1, -1, -1):
+            ins.append(outs[k])
+            outs.append(ins[k])
+            counts.append(counts[k])
+    return torch.cat(ins), torch.cat(outs), tuple(counts)
 
 
 def _build_generative(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:

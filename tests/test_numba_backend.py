@@ -264,3 +264,47 @@ def test_non_contiguous_weight():
     assert not view.is_contiguous() and torch.equal(view, weight)
     for ours, reference in zip(_run(feats, view, kmap, "numba"), _run(feats, weight, kmap, "torch")):
         _assert_close(ours, reference, torch.float64)
+
+
+@pytest.mark.parametrize(
+    "kernel_size,dilation",
+    [((3, 3, 3), (1, 1, 1)), ((5, 3, 1), (1, 2, 3)), ((2, 2, 2), (1, 1, 1)), ((4, 3, 2), (2, 1, 2)), ((1, 1, 1), (1, 1, 1))],
+)
+@pytest.mark.parametrize("cloud", ["empty", "one site", "two scans"])
+def test_submanifold_map_search_equals_the_torch_search(kernel_size, dilation, cloud):
+    """The merge-walk search of the numba backend finds the same pairs, in the same order, as the
+    torch ``searchsorted`` search; both are what ``_build_submanifold`` may use."""
+    from sparseconv.backends import numba_cpu
+    from sparseconv.hashing import offset_key
+    from sparseconv.kernel_map import _submanifold_pairs_torch
+
+    if cloud == "empty":
+        x = random_sparse_tensor((4, 4, 4), 1, batch_size=1, density=0.0)
+    elif cloud == "one site":
+        x = random_sparse_tensor((1, 1, 1), 1, batch_size=1, density=1.0)
+    else:
+        x = random_sparse_tensor((10, 11, 12), 1, batch_size=2, density=0.12, seed=4)
+    keys, _ = x.coordinate_set.sorted_keys()
+    assert keys.numel() == {"empty": 0, "one site": 1}.get(cloud, keys.numel()) and (cloud != "two scans" or keys.numel() > 200)
+    kx, ky, kz = kernel_size
+    reach = [d * (k - 1) // 2 for k, d in zip(kernel_size, dilation)]
+    deltas = [offset_key(tx * dilation[0] - reach[0], ty * dilation[1] - reach[1], -reach[2])
+              for tx in range(kx) for ty in range(ky)]
+    symmetric = all(k % 2 for k in kernel_size)
+    centre = kx * ky * kz // 2 if symmetric else None
+    searched = centre if symmetric else kx * ky * kz
+    ours = numba_cpu.submanifold_pairs(keys, deltas, kz, dilation[2], searched, centre)
+    reference = _submanifold_pairs_torch(keys, deltas, kz, dilation[2], searched, centre)
+    assert torch.equal(ours[0], reference[0]) and torch.equal(ours[1], reference[1])
+    assert ours[2] == reference[2] and len(ours[2]) == kx * ky * kz
+
+
+def test_submanifold_map_without_numba_is_the_same_map(monkeypatch):
+    from sparseconv.kernel_map import build_kernel_map
+
+    x = random_sparse_tensor((9, 9, 9), 1, batch_size=2, density=0.2, seed=6)
+    with_numba = build_kernel_map(x.coordinate_set, KEYS["subm_k3"])
+    monkeypatch.setattr(backends, "numba_backend", lambda: None)
+    without = build_kernel_map(x.coordinate_set, KEYS["subm_k3"])
+    assert torch.equal(with_numba.in_rows, without.in_rows) and torch.equal(with_numba.out_rows, without.out_rows)
+    assert with_numba.offset_bounds == without.offset_bounds and with_numba.identity_offset == without.identity_offset

@@ -457,9 +457,88 @@ def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
     return tiled_in, tiled_out, group_bounds
 
 
+@njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
+def _submanifold_pairs(keys, column_deltas, kernel_depth, dilation_z, searched_taps, centre):
+    """The pairs of a submanifold map on sorted unique ``keys``, as :func:`sparseconv.kernel_map.
+    _build_submanifold` makes them (same pairs, same order; positions in ``keys``): tap ``k`` of
+    column ``c = k // kernel_depth`` looks for ``keys[j] + column_deltas[c] + (k % kernel_depth) *
+    dilation_z`` for every site ``j``. Taps ``0 .. searched_taps - 1`` are searched; with
+    ``centre >= 0`` (an odd kernel) the centre tap is the identity and tap ``K-1-k`` is tap ``k``
+    mirrored. The queries of a column rise with ``j``, so one pointer walks ``keys`` once per
+    column (a merge) instead of a binary search per query. One task per column, twice: count,
+    then fill. Returns ``(in_positions, out_positions, counts)``."""
+    n = keys.shape[0]
+    num_columns = (searched_taps + kernel_depth - 1) // kernel_depth
+    num_taps = 2 * centre + 1 if centre >= 0 else searched_taps
+    counts = np.zeros(num_taps, np.int64)
+    for c in prange(num_columns):
+        first = c * kernel_depth
+        taps_here = min(kernel_depth, searched_taps - first)
+        at = 0
+        for j in range(n):
+            query = _at(keys, j) + column_deltas[c]
+            while at < n and _at(keys, at) < query:
+                at += 1
+            probe = at
+            for tz in range(taps_here):
+                target = query + tz * dilation_z
+                while probe < n and _at(keys, probe) < target:
+                    probe += 1
+                counts[first + tz] += probe < n and _at(keys, probe) == target
+    if centre >= 0:
+        counts[centre] = n
+        for k in range(centre):
+            counts[num_taps - 1 - k] = counts[k]
+    bounds = np.zeros(num_taps + 1, np.int64)
+    for k in range(num_taps):
+        bounds[k + 1] = bounds[k] + counts[k]
+    ins = np.empty(bounds[num_taps], np.int64)
+    outs = np.empty(bounds[num_taps], np.int64)
+    if centre >= 0:
+        for j in range(n):
+            ins[bounds[centre] + j] = j
+            outs[bounds[centre] + j] = j
+    for c in prange(num_columns):
+        first = c * kernel_depth
+        taps_here = min(kernel_depth, searched_taps - first)
+        fill = np.zeros(taps_here, np.int64)
+        at = 0
+        for j in range(n):
+            query = _at(keys, j) + column_deltas[c]
+            while at < n and _at(keys, at) < query:
+                at += 1
+            probe = at
+            for tz in range(taps_here):
+                target = query + tz * dilation_z
+                while probe < n and _at(keys, probe) < target:
+                    probe += 1
+                if probe < n and _at(keys, probe) == target:
+                    k = first + tz
+                    ins[bounds[k] + fill[tz]] = probe
+                    outs[bounds[k] + fill[tz]] = j
+                    if centre >= 0:
+                        mirror = num_taps - 1 - k
+                        ins[bounds[mirror] + fill[tz]] = j
+                        outs[bounds[mirror] + fill[tz]] = probe
+                    fill[tz] += 1
+    return ins, outs, counts
+
+
 # ---------------------------------------------------------------- public functions
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def submanifold_pairs(keys: torch.Tensor, column_deltas, kernel_depth: int, dilation_z: int, searched_taps: int,
+                      centre):
+    """:func:`_submanifold_pairs` on a sorted CPU int64 ``keys`` tensor: ``(in_positions,
+    out_positions, counts)`` as tensors and a tuple."""
+    with _TorchThreads():
+        ins, outs, counts = _submanifold_pairs(
+            _numpy(keys), np.asarray(column_deltas, dtype=np.int64), kernel_depth, dilation_z, searched_taps,
+            -1 if centre is None else centre,
+        )
+    return torch.from_numpy(ins), torch.from_numpy(outs), tuple(int(c) for c in counts)
 
 
 def supports(feats, weight, kernel_map, pair_weights=None) -> bool:
