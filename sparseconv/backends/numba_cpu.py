@@ -36,10 +36,15 @@ What runs where:
   and up to 1.2x on the whole backward.
 
 Supported (:func:`supports`): CPU, float32/float64, injective maps, no ``pair_weights``. Anything
-else stays on the torch path. Compile cost: about 2-3 s per dtype on first use in a fresh cache
-(2-core EPYC), written to numba's on-disk cache (``cache=True``: ``__pycache__`` next to this file,
-or numba's user-wide cache dir when that is read-only), so later processes load it in well under a
-second.
+else stays on the torch path.
+
+Compile cost (measured on the 2-core CI machine, fresh cache): about 20 s for float32 and 12 s more
+for float64 on first use (map search, tile layout, forward and backward kernels), written to
+numba's on-disk cache (``cache=True``: ``__pycache__`` next to this file, or numba's user-wide cache
+dir when that is read-only), so later processes load it in about a second. Most of it is numba's
+parallel-loop machinery (a trivial ``prange`` loop alone takes 1.5 s). The two big micro-kernels
+(:func:`_pairs_gemm`, :func:`_pairs_weight_grad`) are plain calls, not numba-inlined: inlining them
+into each caller cost a third more compile time and ran no faster.
 """
 from __future__ import annotations
 
@@ -245,7 +250,7 @@ def _add_scalars_to_rows(out, m, q0, q1, q2, q3, at, s0, s1, s2, s3):
 # ---------------------------------------------------------------- the kernel
 
 
-@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+@njit(boundscheck=False, error_model="numpy", cache=True)
 def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, lanes, zero):
     """``out[o, g*Co:(g+1)*Co] += x[i, g*Ci:(g+1)*Ci] @ w[k, g]`` for the pairs
     ``(i, o) = (in_rows[p], out_rows[p])``, ``p0 <= p < p1``, all of offset ``k``; ``x``, ``w``
@@ -329,7 +334,7 @@ def _gemm_tiles(x, w, in_rows, out_rows, group_bounds, out, num_outputs, kernel_
                 _pairs_gemm(x, w, in_rows, out_rows, lo, hi, k, out, groups, c_in, c_out, lanes, zero)
 
 
-@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+@njit(boundscheck=False, error_model="numpy", cache=True)
 def _pairs_weight_grad(x, g, in_rows, out_rows, p0, p1, gw, w_base, grp, x_cols, g_cols, c_in, c_out, lanes, zero):
     """``gw[w_base : w_base + Ci*Co] += x[i, grp*Ci:(grp+1)*Ci]^T g[o, grp*Co:(grp+1)*Co]`` summed over
     the pairs ``p0 <= p < p1``, in order. Every 4-row x 2-vector register tile of the block runs over
@@ -416,18 +421,6 @@ def _backward_tiles(x, g, wt, in_rows, out_rows, group_bounds, part_tiles, grad_
                             w_base = s * block + (k * groups + grp) * c_in * c_out
                             _pairs_weight_grad(x, g, out_rows, in_rows, p0, p1, partials, w_base, grp, x_cols, g_cols,
                                                c_in, c_out, lanes, zero)
-
-
-@njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
-def _add_partials(partials, num_parts, out):
-    """``out += partials[0] + partials[1] + ...`` (left to right, whatever the thread count)."""
-    n = out.shape[0]
-    for b in prange((n + 4095) // 4096):
-        for e in range(b * 4096, min((b + 1) * 4096, n)):
-            acc = _at(partials, e)
-            for s in range(1, num_parts):
-                acc += _at(partials, s * n + e)
-            out[e] += acc
 
 
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
@@ -676,6 +669,8 @@ def backward(feats, weight, pair_weights, grad_out, kmap, needs):
             groups, c_in, c_out, _lanes(feats.element_size() * 8), np_dtype(0),
             max(4, _CHUNK_BYTES // ((c_in + c_out) * feats.element_size())),
         )
-        if need_weight:
-            _add_partials(partials, len(part_tiles) - 1, grad_weight.numpy().reshape(-1))
+    if need_weight:  # partial gradients added left to right: the same order on every machine
+        flat = grad_weight.view(-1)
+        for part in torch.from_numpy(partials).view(len(part_tiles) - 1, -1):
+            flat += part
     return grad_feats, grad_weight, None
