@@ -33,9 +33,9 @@ Backends (the ``backend=`` argument of :func:`gather_gemm_scatter`): ``"torch"``
 this module, the reference. ``"numba"`` is :mod:`sparseconv.backends.numba_cpu`, a fused
 gather-GEMM-scatter kernel compiled with numba (optional dependency) for CPU float32/float64
 injective maps without pair weights; it raises if numba is missing or the case is unsupported.
-``"auto"`` (default) takes numba where it is installed and supports the case (its forward was 2-4x
-faster than the torch path's at every channel count measured, its backward faster at 16-32 channels and
-on a par at 64, ``benchmarks/bench_backends.py``), else torch.
+``"auto"`` (default) takes numba where it is installed and supports the case (on the 2-core CI
+machine its forward took 0.25-0.53x and its backward 0.27-0.58x of the torch path's time at 16-64
+channels, ``benchmarks/bench_backends.py``), else torch.
 Both are deterministic; they agree to rounding, not bitwise (different summation order).
 Double backward (``create_graph=True``) always differentiates through the torch path's backward.
 """
