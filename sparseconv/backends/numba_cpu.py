@@ -35,8 +35,12 @@ What runs where:
   pass plus an offset-major weight-gradient pass: measured 1.5-2x faster on the weight gradient
   and up to 1.2x on the whole backward.
 
-Supported (:func:`supports`): CPU, float32/float64, injective maps, no ``pair_weights``. Anything
-else stays on the torch path.
+* submanifold kernel maps: :func:`submanifold_pairs` (called by
+  :func:`sparseconv.kernel_map._build_submanifold` for CPU keys) finds the same pairs as the torch
+  ``searchsorted`` search with one merge walk of the sorted keys per kernel column.
+
+Supported by the core op (:func:`supports`): CPU, float32/float64, injective maps, no
+``pair_weights``. Anything else stays on the torch path.
 
 Compile cost (measured on the 2-core CI machine, fresh cache): about 20 s for float32 and 12 s more
 for float64 on first use (map search, tile layout, forward and backward kernels), written to
@@ -59,7 +63,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-_TILE = 128  # output rows per parallel task
+_TILE = 128  # rows per tile of the tile layout: output rows (forward), input rows (backward)
 # The weight gradient takes the pairs in chunks whose input and output-gradient rows fill _CHUNK_BYTES
 # (half of a 32 KB L1 data cache at most: 64 pairs at 64 channels in float32).
 _CHUNK_BYTES = 32 << 10
