@@ -1,8 +1,10 @@
 """Argument checks shared by every stage: one place that turns bad input into a clear error."""
 from __future__ import annotations
 
+import math
 from typing import Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 IntOrTriple = Union[int, Sequence[int]]
@@ -36,3 +38,24 @@ def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
         raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
     if out_channels % groups:
         raise ValueError(f"out_channels ({out_channels}) must be divisible by groups ({groups})")
+
+
+def number_triple(value, name: str, positive: bool) -> Tuple[float, float, float]:
+    """A number or 3 numbers as 3 finite floats, each also ``> 0`` when ``positive``."""
+    what = "a positive number or 3 positive numbers" if positive else "a number or 3 numbers"
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = value.tolist()
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, got bool")
+    if isinstance(value, (int, float)):
+        value = (value, value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise TypeError(f"{name} must contain numbers, got {value!r}")
+    out = tuple(float(v) for v in value)
+    if positive and not all(math.isfinite(v) and v > 0 for v in out):
+        raise ValueError(f"{name} must be positive and finite on every axis, got {out}")
+    if not positive and not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out  # type: ignore[return-value]

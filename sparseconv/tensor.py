@@ -5,23 +5,11 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from ._validation import number_triple
 from .coordinates import CoordinateSet
 from .hashing import check_grid, pack_coords
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-
-
-def _float_triple(value, name: str) -> Optional[Tuple[float, float, float]]:
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor):
-        value = value.tolist()
-    if isinstance(value, (int, float)):
-        value = (value, value, value)
-    value = tuple(float(v) for v in value)
-    if len(value) != 3:
-        raise ValueError(f"{name} must be a number or 3 numbers, got {value}")
-    return value  # type: ignore[return-value]
 
 
 class SparseTensor:
@@ -100,9 +88,11 @@ class SparseTensor:
             dup = keys[1:] == keys[:-1]
             if bool(dup.any()):
                 raise ValueError(f"coords contain {int(dup.sum())} duplicate rows; every site must appear once")
-        coordinate_set = CoordinateSet(
-            coords, spatial_shape, int(batch_size), _float_triple(voxel_size, "voxel_size"), _float_triple(origin, "origin")
-        )
+        if voxel_size is not None:
+            voxel_size = number_triple(voxel_size, "voxel_size", positive=True)
+        if origin is not None:
+            origin = number_triple(origin, "origin", positive=False)
+        coordinate_set = CoordinateSet(coords, spatial_shape, int(batch_size), voxel_size, origin)
         self.feats = feats
         self.coordinate_set = coordinate_set
 

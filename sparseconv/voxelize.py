@@ -14,13 +14,13 @@ every feature path is differentiable.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ._validation import number_triple
 from .coordinates import CoordinateSet
 from .hashing import check_grid, offset_key, pack_coords, unpack_keys
 from .tensor import SparseTensor
@@ -71,27 +71,6 @@ def _as_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
     raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
-
-
-def _number_triple(value, name: str, positive: bool) -> Tuple[float, float, float]:
-    """A number or 3 numbers as 3 finite floats, each also ``> 0`` when ``positive``."""
-    what = "a positive number or 3 positive numbers" if positive else "a number or 3 numbers"
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        value = value.tolist()
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be {what}, got bool")
-    if isinstance(value, (int, float)):
-        value = (value, value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 3:
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        raise TypeError(f"{name} must contain numbers, got {value!r}")
-    out = tuple(float(v) for v in value)
-    if positive and not all(math.isfinite(v) and v > 0 for v in out):
-        raise ValueError(f"{name} must be positive and finite on every axis, got {out}")
-    if not positive and not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{name} must be finite, got {out}")
-    return out  # type: ignore[return-value]
 
 
 def _check_points(points, name: str) -> torch.Tensor:
@@ -258,8 +237,8 @@ def voxelize(
     """
     if not isinstance(reduce, str) or reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    size = _number_triple(voxel_size, "voxel_size", positive=True)
-    origin_t = (0.0, 0.0, 0.0) if origin is None else _number_triple(origin, "origin", positive=False)
+    size = number_triple(voxel_size, "voxel_size", positive=True)
+    origin_t = (0.0, 0.0, 0.0) if origin is None else number_triple(origin, "origin", positive=False)
     if isinstance(align, bool) or not isinstance(align, int) or align < 1:
         raise ValueError(f"align must be a positive int, got {align!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):

@@ -190,10 +190,17 @@ def test_grid_too_large_rejected():
 
 def test_bad_voxel_size_rejected():
     feats, coords = _coords_feats(n=5)
-    with pytest.raises(ValueError, match="voxel_size must be a number or 3 numbers"):
+    with pytest.raises(ValueError, match="voxel_size must be a positive number or 3 positive numbers"):
         SparseTensor(feats, coords, voxel_size=(0.1, 0.2), origin=0.0)
     with pytest.raises(ValueError, match="origin must be a number or 3 numbers"):
         SparseTensor(feats, coords, voxel_size=0.1, origin=(0.0, 1.0, 2.0, 3.0))
+    # the same checks as voxelize(): positive, finite, numbers
+    with pytest.raises(ValueError, match="voxel_size must be positive and finite on every axis"):
+        SparseTensor(feats, coords, voxel_size=(0.1, -0.2, 0.1))
+    with pytest.raises(ValueError, match="origin must be finite"):
+        SparseTensor(feats, coords, voxel_size=0.1, origin=(0.0, float("nan"), 0.0))
+    with pytest.raises(TypeError, match="voxel_size must be a positive number or 3 positive numbers, got bool"):
+        SparseTensor(feats, coords, voxel_size=True)
 
 
 # ---------------------------------------------------------------------------------------------
