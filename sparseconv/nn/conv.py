@@ -12,7 +12,32 @@ from .._validation import IntOrTriple, check_groups, triple
 from ..tensor import SparseTensor
 
 
-class _SparseConvNd(nn.Module):
+class _ConvGeometry(nn.Module):
+    """Channels, kernel geometry and groups of a sparse convolution, validated and stored once for
+    the plain (:class:`_SparseConvNd`) and the dynamic (:mod:`sparseconv.nn.dynamic`) convolutions."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrTriple,
+        stride: IntOrTriple,
+        padding: IntOrTriple,
+        dilation: IntOrTriple,
+        groups: int,
+    ):
+        super().__init__()
+        check_groups(in_channels, out_channels, groups)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = triple(kernel_size, "kernel_size", 1)
+        self.stride = triple(stride, "stride", 1)
+        self.padding = triple(padding, "padding", 0)
+        self.dilation = triple(dilation, "dilation", 1)
+        self.groups = groups
+
+
+class _SparseConvNd(_ConvGeometry):
     """Validation, parameters and initialisation shared by every sparse convolution.
 
     Parameters follow PyTorch exactly (names, layout, initialisation), so a
@@ -33,16 +58,8 @@ class _SparseConvNd(nn.Module):
         transposed: bool,
         output_padding: IntOrTriple = 0,
     ):
-        super().__init__()
-        check_groups(in_channels, out_channels, groups)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = triple(kernel_size, "kernel_size", 1)
-        self.stride = triple(stride, "stride", 1)
-        self.padding = triple(padding, "padding", 0)
-        self.dilation = triple(dilation, "dilation", 1)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         self.output_padding = triple(output_padding, "output_padding", 0)
-        self.groups = groups
         self.transposed = transposed
         if transposed:
             shape = (in_channels, out_channels // groups, *self.kernel_size)

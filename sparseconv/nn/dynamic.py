@@ -21,8 +21,9 @@ from torch import nn
 
 from .. import dynamic as SDY
 from .. import functional as SF
-from .._validation import IntOrTriple, check_groups, triple
+from .._validation import IntOrTriple
 from ..tensor import SparseTensor
+from .conv import _ConvGeometry
 
 
 class Attention(NamedTuple):
@@ -40,7 +41,7 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-class _SparseDynamicConvNd(nn.Module):
+class _SparseDynamicConvNd(_ConvGeometry):
     """Experts, validation and the forward pass shared by every dynamic convolution.
 
     ``weight`` is ``[num_experts, out_channels, in_channels / groups, kD, kH, kW]`` (each expert
@@ -62,17 +63,9 @@ class _SparseDynamicConvNd(nn.Module):
         submanifold: bool,
         temperature: float,
     ):
-        super().__init__()
-        check_groups(in_channels, out_channels, groups)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
             raise ValueError(f"num_experts (K, the number of expert kernels) must be an int >= 1, got {num_experts!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = triple(kernel_size, "kernel_size", 1)
-        self.stride = triple(stride, "stride", 1)
-        self.padding = triple(padding, "padding", 0)
-        self.dilation = triple(dilation, "dilation", 1)
-        self.groups = groups
         self.num_experts = num_experts
         self.submanifold = bool(submanifold)
         SF.conv_map_key(self.kernel_size, self.stride, self.padding, self.dilation, self.submanifold)  # validates
