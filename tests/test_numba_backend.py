@@ -179,8 +179,7 @@ def test_same_bits_whatever_the_thread_count():
 
     feats, weight, kmap = _case(KEYS["subm_k3"], 1, 24, 40, torch.float32, shape=(16, 16, 16))
     group_bounds = kmap.transpose().derived(("numba_tiles", numba_cpu._TILE), numba_cpu._tiles)[2]
-    num_tiles = -(-kmap.num_inputs // numba_cpu._TILE)
-    parts = numba_cpu._part_tiles(group_bounds, kmap.kernel_volume, num_tiles, weight.numel() * 4)
+    parts = numba_cpu._part_tiles(group_bounds, kmap.kernel_volume, weight.numel() * 4)
     assert len(parts) - 1 > 2  # several partial sums
     before = torch.get_num_threads()
     try:
@@ -204,7 +203,7 @@ def test_backward_parts_balance_pairs_and_fit_the_budget():
     pairs_per_group = rng.integers(0, 50, size=num_tiles * K)
     pairs_per_group[:K * 10] = 2000  # a dense corner: the first 10 tiles hold about half the pairs
     group_bounds = np.concatenate(([0], np.cumsum(pairs_per_group)))
-    parts = numba_cpu._part_tiles(group_bounds, K, num_tiles, weight_bytes=4096)
+    parts = numba_cpu._part_tiles(group_bounds, K, weight_bytes=4096)
     assert parts[0] == 0 and parts[-1] == num_tiles and (np.diff(parts) > 0).all()
     assert len(parts) - 1 == numba_cpu._MAX_PARTS
     pairs_per_part = np.diff(group_bounds[::K][parts])
@@ -212,10 +211,10 @@ def test_backward_parts_balance_pairs_and_fit_the_budget():
     # each part is within one tile's pairs of an equal share
     assert np.abs(pairs_per_part - group_bounds[-1] / len(pairs_per_part)).max() <= largest_tile
 
-    assert len(numba_cpu._part_tiles(group_bounds[: 3 * K + 1], K, 3, 4096)) - 1 == 3  # no more parts than tiles
+    assert len(numba_cpu._part_tiles(group_bounds[: 3 * K + 1], K, 4096)) - 1 == 3  # no more parts than tiles
     big = numba_cpu._PARTIALS_BYTES // 3 + 1
-    assert len(numba_cpu._part_tiles(group_bounds, K, num_tiles, big)) - 1 == 2
-    assert len(numba_cpu._part_tiles(group_bounds, K, num_tiles, 2 * numba_cpu._PARTIALS_BYTES)) - 1 == 1
+    assert len(numba_cpu._part_tiles(group_bounds, K, big)) - 1 == 2
+    assert len(numba_cpu._part_tiles(group_bounds, K, 2 * numba_cpu._PARTIALS_BYTES)) - 1 == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -454,6 +454,37 @@ def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
     return tiled_in, tiled_out, group_bounds
 
 
+@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
+def _walk_column(keys, delta, first, taps_here, dilation_z, write, counts, bounds, ins, outs, mirror_from):
+    """One merge walk of kernel column taps ``first .. first + taps_here - 1`` (see
+    :func:`_submanifold_pairs`): without ``write``, count each tap's pairs into ``counts``; with it,
+    write them at ``bounds[k]`` onwards, and mirrored at tap ``mirror_from - k`` when
+    ``mirror_from >= 0``."""
+    n = keys.shape[0]
+    fill = np.zeros(taps_here, np.int64)
+    at = 0
+    for j in range(n):
+        query = _at(keys, j) + delta
+        while at < n and _at(keys, at) < query:
+            at += 1
+        probe = at
+        for tz in range(taps_here):
+            target = query + tz * dilation_z
+            while probe < n and _at(keys, probe) < target:
+                probe += 1
+            found = probe < n and _at(keys, probe) == target
+            if not write:
+                counts[first + tz] += found  # branch-free: the match is a coin toss
+            elif found:
+                k = first + tz
+                ins[bounds[k] + fill[tz]] = probe
+                outs[bounds[k] + fill[tz]] = j
+                if mirror_from >= 0:
+                    ins[bounds[mirror_from - k] + fill[tz]] = j
+                    outs[bounds[mirror_from - k] + fill[tz]] = probe
+                fill[tz] += 1
+
+
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
 def _submanifold_pairs(keys, column_deltas, kernel_depth, dilation_z, searched_taps, centre):
     """The pairs of a submanifold map on sorted unique ``keys``, as :func:`sparseconv.kernel_map.
@@ -462,31 +493,24 @@ def _submanifold_pairs(keys, column_deltas, kernel_depth, dilation_z, searched_t
     dilation_z`` for every site ``j``. Taps ``0 .. searched_taps - 1`` are searched; with
     ``centre >= 0`` (an odd kernel) the centre tap is the identity and tap ``K-1-k`` is tap ``k``
     mirrored. The queries of a column rise with ``j``, so one pointer walks ``keys`` once per
-    column (a merge) instead of a binary search per query. One task per column, twice: count,
-    then fill. Returns ``(in_positions, out_positions, counts)``."""
+    column (a merge) instead of a binary search per query. One task per column, twice
+    (:func:`_walk_column`): count, then fill. Returns ``(in_positions, out_positions, counts)``."""
     n = keys.shape[0]
     num_columns = (searched_taps + kernel_depth - 1) // kernel_depth
     num_taps = 2 * centre + 1 if centre >= 0 else searched_taps
+    mirror_from = num_taps - 1 if centre >= 0 else -1
     counts = np.zeros(num_taps, np.int64)
+    bounds = np.zeros(num_taps + 1, np.int64)
+    ins = np.empty(0, np.int64)
+    outs = np.empty(0, np.int64)
     for c in prange(num_columns):
         first = c * kernel_depth
-        taps_here = min(kernel_depth, searched_taps - first)
-        at = 0
-        for j in range(n):
-            query = _at(keys, j) + column_deltas[c]
-            while at < n and _at(keys, at) < query:
-                at += 1
-            probe = at
-            for tz in range(taps_here):
-                target = query + tz * dilation_z
-                while probe < n and _at(keys, probe) < target:
-                    probe += 1
-                counts[first + tz] += probe < n and _at(keys, probe) == target
+        _walk_column(keys, column_deltas[c], first, min(kernel_depth, searched_taps - first), dilation_z, False,
+                     counts, bounds, ins, outs, mirror_from)
     if centre >= 0:
         counts[centre] = n
         for k in range(centre):
             counts[num_taps - 1 - k] = counts[k]
-    bounds = np.zeros(num_taps + 1, np.int64)
     for k in range(num_taps):
         bounds[k + 1] = bounds[k] + counts[k]
     ins = np.empty(bounds[num_taps], np.int64)
@@ -497,27 +521,8 @@ def _submanifold_pairs(keys, column_deltas, kernel_depth, dilation_z, searched_t
             outs[bounds[centre] + j] = j
     for c in prange(num_columns):
         first = c * kernel_depth
-        taps_here = min(kernel_depth, searched_taps - first)
-        fill = np.zeros(taps_here, np.int64)
-        at = 0
-        for j in range(n):
-            query = _at(keys, j) + column_deltas[c]
-            while at < n and _at(keys, at) < query:
-                at += 1
-            probe = at
-            for tz in range(taps_here):
-                target = query + tz * dilation_z
-                while probe < n and _at(keys, probe) < target:
-                    probe += 1
-                if probe < n and _at(keys, probe) == target:
-                    k = first + tz
-                    ins[bounds[k] + fill[tz]] = probe
-                    outs[bounds[k] + fill[tz]] = j
-                    if centre >= 0:
-                        mirror = num_taps - 1 - k
-                        ins[bounds[mirror] + fill[tz]] = j
-                        outs[bounds[mirror] + fill[tz]] = probe
-                    fill[tz] += 1
+        _walk_column(keys, column_deltas[c], first, min(kernel_depth, searched_taps - first), dilation_z, True,
+                     counts, bounds, ins, outs, mirror_from)
     return ins, outs, counts
 
 
@@ -603,14 +608,15 @@ def _run(x, w, kmap, out, skip, zero_first):
         )
 
 
-def _part_tiles(group_bounds: np.ndarray, kernel_volume: int, num_tiles: int, weight_bytes: int) -> np.ndarray:
+def _part_tiles(group_bounds: np.ndarray, kernel_volume: int, weight_bytes: int) -> np.ndarray:
     """Where the parts of :func:`_backward_tiles` start and end, in tiles: up to ``_MAX_PARTS``
     runs of consecutive tiles with about equal numbers of pairs (tasks of equal work), as many as
     the tiles and the ``_PARTIALS_BYTES`` budget of partial weight gradients allow. Set by the map
     and the weight's size alone, never by the thread count, so the weight gradient's summation
     order (and its bits) is the same on every machine."""
+    pairs_before_tile = group_bounds[::kernel_volume]  # one entry per tile, and the total
+    num_tiles = len(pairs_before_tile) - 1
     num_parts = max(1, min(_MAX_PARTS, num_tiles, _PARTIALS_BYTES // max(1, weight_bytes)))
-    pairs_before_tile = group_bounds[::kernel_volume]  # num_tiles + 1 entries
     targets = pairs_before_tile[-1] * np.arange(1, num_parts) // num_parts
     inner = np.searchsorted(pairs_before_tile, targets, side="left")
     return np.unique(np.concatenate(([0], inner, [num_tiles]))).astype(np.int64)
@@ -659,9 +665,8 @@ def backward(feats, weight, pair_weights, grad_out, kmap, needs):
     transposed = kmap.transpose()
     # the transposed map's pairs (o, i) grouped by tiles of input rows i
     rows_o, rows_i, group_bounds = transposed.derived(("numba_tiles", _TILE), _tiles)
-    num_tiles = (transposed.num_outputs + _TILE - 1) // _TILE
     weight_bytes = weight.numel() * weight.element_size() if need_weight else 0
-    part_tiles = _part_tiles(group_bounds, kmap.kernel_volume, num_tiles, weight_bytes)
+    part_tiles = _part_tiles(group_bounds, kmap.kernel_volume, weight_bytes)
     np_dtype = _DTYPES[feats.dtype]
     partials = np.zeros((len(part_tiles) - 1) * weight.numel() if need_weight else 0, np_dtype)
     grad_x = grad_feats.detach().numpy().reshape(-1) if need_feats else np.empty(0, np_dtype)
