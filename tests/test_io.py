@@ -137,7 +137,13 @@ def test_xyz_text_columns(tmp_path, ncols):
         table[:, -3:] = rng.integers(0, 256, (25, 3))
     path = tmp_path / "cloud.xyz"
     np.savetxt(path, table, fmt="%.6f")
-    scan = sio.read_scan(path)
+    if ncols == 6:  # x y z r g b or x y z nx ny nz: never guessed, the columns are named
+        with pytest.raises(sio.ScanFormatError, match=r"cloud\.xyz: 6 unnamed columns are ambiguous: "
+                                                      r"x,y,z,red,green,blue or x,y,z,nx,ny,nz"):
+            sio.read_scan(path)
+        scan = sio.read_scan(path, columns="x,y,z,red,green,blue")
+    else:
+        scan = sio.read_scan(path)
     np.testing.assert_allclose(scan.points, table[:, :3], atol=1e-6)
     if ncols in (4, 7):
         np.testing.assert_allclose(scan.intensity, table[:, 3], atol=1e-6)
@@ -327,7 +333,7 @@ def test_missing_file_and_directory(tmp_path):
         sio.read_scan(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["scan.foo", "scan", "scan.txt"])
+@pytest.mark.parametrize("name", ["scan.foo", "scan", "scan.dat"])
 def test_unknown_extension(tmp_path, name):
     (tmp_path / name).write_text("1 2 3\n")
     with pytest.raises(sio.UnsupportedFormatError, match=rf"{name}: (unknown extension|no file extension)"):
