@@ -15,7 +15,7 @@ setup(
         "io": ["open3d>=0.18"],
         "las": ["laspy[lazrs]"],
     },
-    entry_points={"console_scripts": ["sparseconv = sparseconv.cli:main"]},
+    entry_points={"console_scripts": ["sparseconv = sparseconv.app.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

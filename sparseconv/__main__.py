@@ -1,6 +1,6 @@
-"""``python -m sparseconv``: the ``sparseconv`` command line (see :mod:`sparseconv.cli`)."""
+"""``python -m sparseconv``: the ``sparseconv`` command line (see :mod:`sparseconv.app.cli`)."""
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparseconv import cli
+from sparseconv.app import cli, display
 from sparseconv import io as sio
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -134,7 +134,7 @@ def test_check_quick(work):
 
 
 def test_check_failure_exits_1(monkeypatch, capsys):
-    from sparseconv import checks
+    from sparseconv.app import checks
 
     def failing(quick, ops, seed):
         return [checks.CheckResult("SparseConv3d", 3, 0.5, ["k=3: forward max abs error 0.5"], 0.1)]
@@ -215,12 +215,12 @@ def test_display_detection(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     for var in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(var, raising=False)
-    assert not cli._has_display()
+    assert not display.has_display()
     monkeypatch.setenv("DISPLAY", ":4242")  # set but nothing listens: no window (Open3D would hang offscreen)
-    assert not cli._has_display()
+    assert not display.has_display()
     monkeypatch.setenv("DISPLAY", "not a display")
-    assert not cli._has_display()
+    assert not display.has_display()
     (tmp_path / "wayland-7").write_text("")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-7")
-    assert cli._has_display()
+    assert display.has_display()

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 from .errors import ScanFormatError, not_found
 
-__all__ = ["ReadOptions", "DEFAULT_MAX_BYTES", "check_file", "read_bytes", "check_decompressed", "human_bytes"]
+__all__ = ["ReadOptions", "DEFAULT_MAX_BYTES", "check_file", "read_bytes", "check_decompressed", "human_bytes", "same_file"]
 
 #: The most bytes a reader decompresses from one file (``.npz`` members, LAZ points,
 #: ``binary_compressed`` PCD) unless ``max_bytes=`` says otherwise: 512 MiB, about 40
@@ -81,3 +81,13 @@ def check_decompressed(path: str, declared: int, max_bytes: Optional[int], what:
         raise ScanFormatError(
             path, f"{what} would decompress to {human_bytes(declared)}, over the {human_bytes(max_bytes)} limit "
                   f"(a compression bomb, or a bigger file than expected: pass max_bytes= / --max-bytes to allow it)")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (equal absolute paths, or :func:`os.path.samefile`)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False

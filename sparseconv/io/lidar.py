@@ -41,7 +41,7 @@ def read_kitti(path: str, options: ReadOptions) -> Scan:
     label_path = _sidecar_labels(path) if options.labels == "auto" else None
     if options.columns is None and not options.explicit_format:
         _check_kitti_layout(path, os.path.getsize(path), hinted=label_path is not None or _in_velodyne_folder(path))
-    scan = _read_records(path, options.columns or KITTI_COLUMNS, "kitti")
+    scan = _read_records(path, options.columns or KITTI_COLUMNS, "kitti" if options.columns is None else "bin")
     if label_path is not None:
         semantic, instance = read_label(label_path, num_points=len(scan))
         scan.attributes["labels"] = semantic
@@ -54,7 +54,7 @@ def read_kitti(path: str, options: ReadOptions) -> Scan:
 
 def read_nuscenes(path: str, options: ReadOptions) -> Scan:
     """A nuScenes LIDAR_TOP sweep: float32 ``x, y, z, intensity, ring`` records."""
-    return _read_records(path, options.columns or NUSCENES_COLUMNS, "nuscenes")
+    return _read_records(path, options.columns or NUSCENES_COLUMNS, "nuscenes" if options.columns is None else "bin")
 
 
 def _read_records(path: str, names: Sequence[str], fmt: str) -> Scan:
