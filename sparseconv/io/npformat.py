@@ -43,6 +43,8 @@ def _read_header(path: str, f: BinaryIO, where: str):
         raise ScanFormatError(path, f"holds Python objects{where} ({dtype}); pickled data is never loaded")
     if dtype.itemsize == 0:
         raise ScanFormatError(path, f"holds an array of zero-size items{where} ({dtype})")
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise ScanFormatError(path, f"is not a readable NumPy file{where}: its header declares the shape {shape}")
     return shape, fortran, dtype
 
 
