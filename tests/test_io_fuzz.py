@@ -296,9 +296,10 @@ def test_npy_types(folder):
     np.testing.assert_array_equal(read_bounded(str(folder / "f.npy")).intensity, fortran[:, 3])
 
 
-def test_npz_compression_bomb(folder):
-    """700 MB of zeros in a file of under a megabyte: refused from the archive's directory, never inflated."""
-    path = folder / "bomb.npz"
+@pytest.fixture(scope="module")
+def bomb_bytes(tmp_path_factory):
+    """700 MB of zeros deflated into a zip of under a megabyte (made once: inflating costs seconds)."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.npz"
     n = 700 * 2**20 // 12
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         with z.open("points.npy", "w", force_zip64=True) as f:
@@ -308,7 +309,13 @@ def test_npz_compression_bomb(folder):
             while left:
                 f.write(zeros[: min(left, len(zeros))])
                 left -= min(left, len(zeros))
-    assert os.path.getsize(path) < 2**20
+    return path.read_bytes()
+
+
+def test_npz_compression_bomb(folder, bomb_bytes):
+    """Refused from the archive's directory, never inflated."""
+    assert len(bomb_bytes) < 2**20
+    path = _write(folder, "bomb.npz", bomb_bytes)
     fails_cleanly(path, r"the archive would decompress to 700\.0 MB, over the 512\.0 MB limit .*max_bytes")
     fails_cleanly(path, r"would decompress to 700\.0 MB, over the 10\.0 MB limit", max_bytes=10 * 2**20)
 

@@ -46,6 +46,7 @@ def _output_names(files: Sequence[str], ext: str, out_dir: str) -> List[str]:
         comps[-1] = _stem(comps[-1])
         return "_".join(c for c in comps if c) + ext
 
+    first_names = [name(i) for i in range(len(files))]
     while True:
         names = [name(i) for i in range(len(files))]
         clashes = {n for n in names if names.count(n) > 1}
@@ -56,10 +57,10 @@ def _output_names(files: Sequence[str], ext: str, out_dir: str) -> List[str]:
             if n in clashes and depth[i] < len(parts[i]):
                 depth[i] += 1
                 widened = True
-        if not widened:
-            first = sorted(clashes)[0]
-            who = [files[i] for i, n in enumerate(names) if n == first]
-            raise CliError(f"{' and '.join(who)} would both be written to {os.path.join(out_dir, first)}; "
+        if not widened:  # same folder, same stem: report the name they share
+            clash = next(i for i, n in enumerate(names) if n in clashes)
+            who = [files[i] for i, n in enumerate(names) if n == names[clash]]
+            raise CliError(f"{' and '.join(who)} would both be written to {os.path.join(out_dir, first_names[clash])}; "
                            f"voxelize them into separate directories")
 
 
