@@ -10,6 +10,7 @@ existing output needs ``force``.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import List, Optional, Sequence
 
 from ..io.files import same_file
@@ -49,7 +50,7 @@ def _output_names(files: Sequence[str], ext: str, out_dir: str) -> List[str]:
     first_names = [name(i) for i in range(len(files))]
     while True:
         names = [name(i) for i in range(len(files))]
-        clashes = {n for n in names if names.count(n) > 1}
+        clashes = {n for n, k in Counter(names).items() if k > 1}
         if not clashes:
             return names
         widened = False

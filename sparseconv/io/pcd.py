@@ -82,7 +82,10 @@ def _record_layout(path: str, header: Dict[str, List[str]]):
             raise ScanFormatError(path, f"PCD header repeats the field {n!r}")
         seen.add(n)
         fields.append((n, "<" + _KINDS[t][0] + str(s), c))
-    dtype = np.dtype([(n, d) if c == 1 else (n, d, (c,)) for n, d, c in fields])
+    try:
+        dtype = np.dtype([(n, d) if c == 1 else (n, d, (c,)) for n, d, c in fields])
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a COUNT too large for NumPy
+        raise ScanFormatError(path, f"PCD header declares an unusable record layout ({exc})") from None
     return fields, dtype, npoints, mode
 
 

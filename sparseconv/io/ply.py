@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io as _io
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -149,11 +150,13 @@ def _check_vertex_properties(path: str, vertex: _PlyElement) -> None:
 
 
 def _record_dtype(path: str, element: _PlyElement, endian: str) -> np.dtype:
-    names = [n for n, _, _ in element.properties]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = sorted(n for n, k in Counter(n for n, _, _ in element.properties).items() if k > 1)
     if dup:
         raise ScanFormatError(path, f"PLY element {element.name!r} repeats the property {', '.join(dup)}")
-    return np.dtype([(n, endian + _PLY_TYPES[t]) for n, t, _ in element.properties])
+    try:
+        return np.dtype([(n, endian + _PLY_TYPES[t]) for n, t, _ in element.properties])
+    except (ValueError, TypeError) as exc:  # e.g. a record too large for NumPy
+        raise ScanFormatError(path, f"PLY element {element.name!r} has an unusable property table ({exc})") from None
 
 
 def _read_ply_ascii(path: str, body: bytes, start: int, vertex: _PlyElement) -> Dict[str, np.ndarray]:
