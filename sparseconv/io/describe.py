@@ -29,14 +29,12 @@ def describe_scan(
     *,
     format: Optional[str] = None,
     columns: Union[str, Sequence[str], None] = None,
-    labels=None,
+    labels="auto",
     max_bytes: Optional[int] = DEFAULT_MAX_BYTES,
 ) -> str:
-    """Read ``path`` (arguments as for :func:`~sparseconv.io.read_scan`; ``labels=None``
-    keeps the default KITTI sidecar lookup) and describe it, one fact a line."""
+    """Read ``path`` (arguments as for :func:`~sparseconv.io.read_scan`) and describe it, one fact a line."""
     p = os.fspath(path)
-    scan = read_scan(p, format=format, columns=columns, max_bytes=max_bytes,
-                     **({} if labels is None else {"labels": labels}))
+    scan = read_scan(p, format=format, columns=columns, labels=labels, max_bytes=max_bytes)
     pts = scan.points
     finite = np.isfinite(pts).all(1)
     lo, hi = scan.bounds()

@@ -122,7 +122,7 @@ def read_scan(
         labels: ``"auto"`` reads a KITTI scan's SemanticKITTI ``.label`` file when it
             exists (``../labels/NAME.label`` or ``NAME.label``); a path attaches that
             file's labels to any scan (a ``.label`` file, or an ``.npy`` of one integer
-            per point); ``None``/``False`` reads none.
+            per point); ``None``/``False`` reads none (``True``: ``"auto"``).
         columns: names of the columns of a ``.bin``, plain ``.npy`` or text file
             (``"x,y,z,intensity,ring"`` or a list; ``_`` skips a column).
         max_bytes: the most bytes decompressed from the file (``.npz``, LAZ,
@@ -143,7 +143,7 @@ def read_scan(
     if columns is not None and not FORMATS[name].takes_columns:
         takes = ", ".join(sorted(f.name for f in _TABLE if f.takes_columns))
         raise ScanFormatError(p, f"columns= names the columns of unnamed tables ({takes}); {name} files name their own")
-    label_arg = None if labels is None or labels is False else labels
+    label_arg = None if labels is None or labels is False else "auto" if labels is True else labels
     explicit = format is not None and format.lower().lstrip(".") in FORMATS
     options = ReadOptions(parse_columns(columns), label_arg if label_arg == "auto" else None, max_bytes, explicit)
     check_file(p)
