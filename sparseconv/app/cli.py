@@ -49,7 +49,7 @@ __all__ = ["main", "build_parser", "CliError", "EXIT_OK", "EXIT_CHECK_FAILED", "
 PROG = "sparseconv"
 COLOR_CHOICES = ("auto", "height", "intensity", "label", "rgb")
 DEFAULT_INFO_SIZES = (0.05, 0.1, 0.2, 0.5)
-INPUT_FORMATS = tuple(sorted(name for name, f in FORMATS.items() if f.reader is not None))
+INPUT_FORMATS = tuple(sorted(name for name, f in FORMATS.items() if f.reader is not None and f.holds_points))
 
 _EPILOG = ("exit codes: 0 ok, 1 check failed, 2 bad arguments or input, 3 internal error (run with --debug), "
            "130 interrupted, 143 terminated")

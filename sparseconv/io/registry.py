@@ -43,6 +43,7 @@ class Format:
     reader: Optional[Callable[[str, ReadOptions], Scan]] = None
     writer: Optional[Callable[..., None]] = None
     takes_columns: bool = False  # an unnamed table whose columns ``columns=`` may name
+    holds_points: bool = True  # False: recognised only to say what to read instead
 
 
 def _label_file(path: str, options: ReadOptions) -> Scan:
@@ -61,7 +62,7 @@ _TABLE = (
     Format("csv", (".csv",), "comma-separated columns", partial(read_text, fmt="csv"), takes_columns=True),
     Format("kitti", (".bin",), "KITTI Velodyne .bin (float32 x y z intensity)", read_kitti, write_kitti, True),
     Format("nuscenes", (".pcd.bin",), "nuScenes .pcd.bin (float32 x y z intensity ring)", read_nuscenes, takes_columns=True),
-    Format("label", (".label",), "SemanticKITTI labels", _label_file),
+    Format("label", (".label",), "SemanticKITTI labels", _label_file, holds_points=False),
     Format("npy", (".npy",), "NumPy .npy", read_npy, write_npy, True),
     Format("npz", (".npz",), "NumPy .npz", read_npz, write_npz),
     Format("las", (".las",), "LAS", read_las),
