@@ -236,6 +236,8 @@ def test_bin_layouts_are_never_guessed(folder):
     fails_cleanly(folder / "five.bin", r"not a multiple of 16: .* fits nuScenes records .*7 points.*\*\.pcd\.bin")
     np.arange(7 * 5, dtype="<f4").tofile(folder / "n015__LIDAR_TOP__1.pcd.bin")
     assert read_bounded(str(folder / "n015__LIDAR_TOP__1.pcd.bin")).format == "nuscenes"
+    with pytest.raises(sio.UnsupportedFormatError, match=r"x\.pcd\.bin: cannot write '\.pcd\.bin'"):
+        sio.write_scan(folder / "x.pcd.bin", np.zeros((3, 3)))  # 4-float records would read back as 5-float
     (folder / "cut.pcd.bin").write_bytes(b"\0" * 33)
     fails_cleanly(folder / "cut.pcd.bin", r"size 33 bytes is not a multiple of 20: not a nuScenes sweep")
     fails_cleanly(folder / "five.bin", r"size 140 bytes is not a multiple of 24: not float32 records of x,y,z,a,b,c",

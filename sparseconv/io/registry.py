@@ -76,8 +76,7 @@ FORMATS: Dict[str, Format] = {f.name: f for f in _TABLE}
 READ_FORMATS: Dict[str, str] = {ext: f.name for f in _TABLE if f.reader is not None for ext in f.extensions}
 
 #: Extension -> format name, for every format :func:`write_scan` writes.
-WRITE_EXTENSIONS: Dict[str, str] = {ext: f.name for f in _TABLE if f.writer is not None for ext in f.extensions
-                                    if ext != ".pcd.bin"}
+WRITE_EXTENSIONS: Dict[str, str] = {ext: f.name for f in _TABLE if f.writer is not None for ext in f.extensions}
 
 
 def _extension(path: str, table: Mapping[str, str]) -> str:
@@ -202,9 +201,9 @@ def write_scan(
     unambiguous for 4 columns: x, y, z, intensity). Returns the path.
     """
     p = os.fspath(path)
-    ext = _extension(p, WRITE_EXTENSIONS)
-    if not ext:
-        actual = os.path.splitext(p)[1].lower()
+    ext = _extension(p, {**READ_FORMATS, **WRITE_EXTENSIONS})  # the longest: x.pcd.bin is not a .bin to write
+    if ext not in WRITE_EXTENSIONS:
+        actual = ext or os.path.splitext(p)[1].lower()
         raise UnsupportedFormatError(p, f"cannot write {actual or 'files without an extension'!r}; "
                                         f"writable: {' '.join(sorted(WRITE_EXTENSIONS))}")
     if isinstance(scan, Scan):
