@@ -3,7 +3,7 @@
 Weights use spconv 2.x's layout ``[out_channels, *kernel_size, in_channels / groups]`` for every
 kind of convolution (submanifold, regular, transposed, inverse), so spconv checkpoints load
 unchanged. Internally the weight is permuted to the core layout ``[K, G, C_in/G, C_out/G]`` and
-applied by :func:`sparseconv.core.gather_gemm_scatter` over a sparseconv kernel map.
+applied by :func:`sparseconv.engine.core.gather_gemm_scatter` over a sparseconv kernel map.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ..core import gather_gemm_scatter
-from ..kernel_map import KernelMapKey
+from ..engine.core import gather_gemm_scatter
+from ..engine.kmap import KernelMapKey
 from ._spconv_core import (
     SparseConvTensor,
     SparseModule,

@@ -2,7 +2,7 @@
 
 A :class:`SparseConvTensor` holds spconv's public state (``features``, ``indices``,
 ``spatial_shape``, ``batch_size``, ``indice_dict``) and, lazily, a sparseconv
-:class:`~sparseconv.coordinates.CoordinateSet` built from it, which owns the kernel-map
+:class:`~sparseconv.engine.coordinates.CoordinateSet` built from it, which owns the kernel-map
 cache. 1-D and 2-D tensors are lifted to 3-D by leading singleton axes (a 2-D grid
 ``(H, W)`` is the 3-D grid ``(1, H, W)``), so every layer runs on sparseconv's 3-D kernel
 maps and its single core op.
@@ -15,14 +15,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..coordinates import CoordinateSet
-from ..kernel_map import KernelMap, KernelMapKey
-from ..tensor import SparseTensor
+from ..engine.coordinates import CoordinateSet
+from ..engine.kmap import KernelMap, KernelMapKey
+from ..engine.tensor import SparseTensor
 
 SPCONV_API_VERSION = "2.3.8"
 """The spconv release whose PyTorch API and numerics this layer reproduces."""
 
-_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+from .._validation import INTEGER_DTYPES
 
 
 class ConvAlgo(enum.Enum):
@@ -194,7 +194,7 @@ class SparseConvTensor:
             raise ValueError(f"features must have shape [N, C], got {tuple(features.shape)}")
         if indices.dim() != 2 or indices.shape[1] < 2:
             raise ValueError(f"indices must have shape [N, ndim + 1] (batch first), got {tuple(indices.shape)}")
-        if indices.dtype not in _INTEGER_DTYPES:
+        if indices.dtype not in INTEGER_DTYPES:
             raise TypeError(f"indices must be an integer tensor (spconv uses int32), got {indices.dtype}")
         ndim = indices.shape[1] - 1
         _check_ndim(ndim)

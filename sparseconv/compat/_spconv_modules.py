@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import functional as SF
-from ..kernel_map import KernelMapKey
+from ..nn import functional as SF
+from ..engine.kmap import KernelMapKey
 from ._spconv_conv import MAX_NUM_VOXELS_BUFFER
 from ._spconv_core import (
     SparseConvTensor,

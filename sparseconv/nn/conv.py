@@ -1,4 +1,4 @@
-"""Sparse convolution modules: state (weights, hyper-parameters) over :mod:`sparseconv.functional`."""
+"""Sparse convolution modules: state (weights, hyper-parameters) over :mod:`sparseconv.nn.functional`."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import functional as SF
+from . import functional as SF
 from .._validation import IntOrTriple, check_groups, triple
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 
 
 class _ConvGeometry(nn.Module):

@@ -8,7 +8,7 @@ from attentions on ``z_b``, the mean of the input features over sample ``b``'s a
 (not over the empty grid), and convolves sample ``b`` with ``W_b``. ``alpha_s`` (per kernel tap),
 ``alpha_c`` (per input channel) and ``alpha_f`` (per output channel) are ODConv's and are 1 for
 CondConv and DynamicConv. The mixed kernels go through
-:func:`sparseconv.dynamic.sparse_conv3d_per_sample`: one core-op call for the whole batch over
+:func:`sparseconv.nn.functional.dynamic.sparse_conv3d_per_sample`: one core-op call for the whole batch over
 the kernel map split by sample, with the GEMM work of one static convolution.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 
-from .. import dynamic as SDY
-from .. import functional as SF
+from .functional import dynamic as SDY
+from . import functional as SF
 from .._validation import IntOrTriple
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 from .conv import _ConvGeometry
 
 
@@ -159,7 +159,7 @@ class SparseDynamicConv3d(_SparseDynamicConvNd):
     where ``z_b`` is the mean of sample ``b``'s input features over its active voxels and ``r`` the
     routing net ``Linear(C_in, hidden) -> ReLU -> Linear(hidden, E)`` (a single ``Linear`` when
     ``hidden_channels=0``). Biases mix the same way. Each sample is convolved with its own kernel
-    in one core-op call for the batch (see :mod:`sparseconv.dynamic`): exactly per-sample
+    in one core-op call for the batch (see :mod:`sparseconv.nn.functional.dynamic`): exactly per-sample
     ``F.conv3d`` with ``W(x_b)`` at the active output sites, at the GEMM cost of one static conv.
 
     Args:
