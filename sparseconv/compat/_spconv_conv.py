@@ -23,10 +23,9 @@ from ._spconv_core import (
     describe_layer,
     expand_nd,
     lift,
-    lookup_inverse,
-    lookup_or_register,
     same_sites,
 )
+from ._spconv_registry import lookup_inverse, lookup_or_register
 
 MAX_NUM_VOXELS_BUFFER = "max_num_voxels_during_training"
 
@@ -65,7 +64,7 @@ class SparseConvolution(SparseModule):
     ``indice_key`` follows spconv: a submanifold layer reuses the map registered under its key
     (after checking kernel, dilation and sites agree); a regular, transposed or pooling layer
     registers its map; an inverse layer looks it up. Misuse raises ``ValueError`` naming both
-    layers (see :func:`~sparseconv.compat._spconv_core.lookup_or_register`).
+    layers (see :func:`~sparseconv.compat._spconv_registry.lookup_or_register`).
 
     ``groups`` (not supported by spconv) is supported, with weight ``[out, *k, in / groups]``.
     ``algo``, ``fp32_accum`` and ``large_kernel_fast_algo`` are spconv GPU performance hints:

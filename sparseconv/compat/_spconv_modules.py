@@ -18,9 +18,9 @@ from ._spconv_core import (
     describe_layer,
     expand_nd,
     lift,
-    lookup_or_register,
     same_sites,
 )
+from ._spconv_registry import lookup_or_register
 
 
 # -- feature-wise modules that accept a SparseConvTensor ------------------------------------------

@@ -115,12 +115,7 @@ class _SparseDynamicConvNd(_ConvGeometry):
         return weight, bias
 
     def forward(self, input: SparseTensor) -> SparseTensor:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
-            )
+        self._check_input(input)
         att = self.attention(SF.global_avg_pool(input))
         weight, bias = self.mixed_weight(att)
         return SDY.sparse_conv3d_per_sample(
@@ -128,14 +123,7 @@ class _SparseDynamicConvNd(_ConvGeometry):
         )
 
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, num_experts={self.num_experts}"
-        for name, default in (("stride", (1, 1, 1)), ("padding", (0, 0, 0)), ("dilation", (1, 1, 1))):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
+        s = self._geometry_repr(f"num_experts={self.num_experts}")
         s += f", temperature={self.temperature:g}"
         if self.submanifold:
             s += ", submanifold"

@@ -66,13 +66,7 @@ def sparse_conv3d(
     all ``o`` of the output grid with at least one active input in their window.
     Output grid: ``(n + 2p - d(k-1) - 1) // s + 1`` per axis.
     """
-    key = KernelMapKey(
-        "conv",
-        tuple(weight.shape[2:]),
-        triple(stride, "stride", 1),
-        triple(padding, "padding", 0),
-        triple(dilation, "dilation", 1),
-    )
+    key = conv_map_key(tuple(weight.shape[2:]), stride, padding, dilation, submanifold=False)
     return _convolve(input, weight, bias, groups, key, transposed=False)
 
 
@@ -174,13 +168,7 @@ def sparse_inverse_conv3d(
     """
     input, weight, bias = autocast_conv_inputs(input, weight, bias)
     groups = check_conv_args(input, weight, bias, groups, transposed=True)
-    key = KernelMapKey(
-        "conv",
-        tuple(weight.shape[2:]),
-        triple(stride, "stride", 1),
-        triple(padding, "padding", 0),
-        triple(dilation, "dilation", 1),
-    )
+    key = conv_map_key(tuple(weight.shape[2:]), stride, padding, dilation, submanifold=False)
     kmap = find_inverse_map(input, key, target)
     feats = gather_gemm_scatter(input.feats, transposed_weight_to_core(weight, groups), kmap)
     return _finish(feats, bias, kmap)
