@@ -113,7 +113,7 @@ def _view_data(scan, voxel_size):
     import torch
 
     from ..data.datasets import majority_labels
-    from ..voxelize import voxelize
+    from ..engine.voxelize import voxelize
 
     pts = torch.from_numpy(np.ascontiguousarray(scan.points))
     feats = []

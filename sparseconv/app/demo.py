@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .. import nn as snn
-from ..tensor import SparseTensor
-from ..voxelize import devoxelize, voxelize
+from ..engine.tensor import SparseTensor
+from ..engine.voxelize import devoxelize, voxelize
 
 __all__ = ["DemoUNet", "LayerStat", "layer_summary", "format_summary", "DemoResult", "run_demo"]
 
@@ -141,13 +141,10 @@ class DemoResult:
 def _load_input(path: Optional[str], seed: int):
     """(points, feats, labels or None, class names, class colours, source description)."""
     if path is None:
-        try:
-            from ..data.synthetic import generate_lidar_scan
-        except ImportError as exc:
-            from ..io import MissingDependencyError
+        from .._optional import require
 
-            raise MissingDependencyError(f"the demo's simulated scan needs open3d ({exc}): pip install "
-                                         f"'sparseconv[io]', or pass --input FILE") from None
+        require("open3d", "open3d", "the demo's simulated scan (or pass --input FILE)")
+        from ..data.synthetic import generate_lidar_scan
 
         scan = generate_lidar_scan(seed)
         colors = {i: tuple(int(c) for c in rgb) for i, rgb in enumerate(scan.class_colors)}

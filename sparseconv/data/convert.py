@@ -18,7 +18,7 @@ import torch
 
 from .. import io as sio
 from ..io.files import same_file
-from ..voxelize import voxelize
+from ..engine.voxelize import voxelize
 from .datasets import majority_labels
 
 __all__ = ["voxelize_file", "VoxelizeFileResult", "default_features"]

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..voxelize import voxelize
+from ..engine.voxelize import voxelize
 from .files import DEFAULT_MAX_BYTES, human_bytes
 from .registry import FORMATS, read_scan
 from .scan import Scan

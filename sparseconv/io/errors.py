@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Union
 
+from .._optional import MissingDependencyError  # one class for every missing optional package
+
 __all__ = ["InputError", "ScanFormatError", "UnsupportedFormatError", "MissingDependencyError", "not_found"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -33,10 +35,6 @@ class ScanFormatError(InputError):
 
 class UnsupportedFormatError(ScanFormatError):
     """A file whose extension (or ``format=``) names no format this package reads or writes."""
-
-
-class MissingDependencyError(ImportError):
-    """An optional package needed for this file is not installed (the message names the extra)."""
 
 
 def not_found(path: PathLike) -> FileNotFoundError:

@@ -17,7 +17,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .attributes import canonical_columns
-from .errors import MissingDependencyError, ScanFormatError
+from .._optional import require
+from .errors import ScanFormatError
 from .files import ReadOptions, check_decompressed, read_bytes
 from .scan import Scan
 
@@ -160,10 +161,7 @@ def _check_compressed(path: str, body, need: int, max_bytes) -> None:
 
 
 def _read_with_open3d(path: str, fmt: str) -> Scan:
-    try:
-        import open3d as o3d
-    except ImportError as exc:  # pragma: no cover - open3d is a test dependency
-        raise MissingDependencyError(f"{path}: reading this file needs open3d: pip install 'sparseconv[io]' ({exc})") from None
+    o3d = require("open3d", "open3d", f"{path}: reading a binary_compressed PCD")
     pc = o3d.t.io.read_point_cloud(path)
     if "positions" not in pc.point or pc.point.positions.shape[0] == 0:
         raise ScanFormatError(path, "could not be decoded (corrupt or truncated)")

@@ -9,8 +9,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..tensor import SparseTensor
-from ..voxelize import Voxelization
+from ..engine.tensor import SparseTensor
+from ..engine.voxelize import Voxelization
 from .atomic import atomic_write
 from .attributes import fits_float32, to_uint8_colors
 from .errors import InputError, ScanFormatError, UnsupportedFormatError
