@@ -2,10 +2,13 @@
 none replaces an existing file without --force, layouts are named not guessed, and exit 2 means bad
 input while exit 3 means a fault in the library."""
 import io
+import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
@@ -207,17 +210,55 @@ def test_columns_and_labels_flags(work, capsys):
 
 # -- exit codes -----------------------------------------------------------------------------------
 
-def test_hostile_file_end_to_end(work):
-    """A lying .npy header, through `python -m sparseconv`: one line naming the file, exit 2, at once."""
+def _hostile_files(folder):
+    """A few hostile files of different formats, each a few kilobytes."""
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 3)})
-    (work / "lie.npy").write_bytes(buf.getvalue() + b"\0" * 48)
-    for command in (["info", "lie.npy"], ["voxelize", "lie.npy", "--voxel-size", "0.1", "-o", "lie_vox.npz"]):
-        proc = run("-m", "sparseconv", *command, cwd=work)
-        assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("sparseconv: error: lie.npy: ") and "header lies" in lines[0]
-    assert not os.path.exists(work / "lie_vox.npz")
+    (folder / "lie.npy").write_bytes(buf.getvalue() + b"\0" * 48)
+    with zipfile.ZipFile(folder / "lie.npz", "w") as z:
+        z.writestr("points.npy", buf.getvalue() + b"\0" * 48)
+    (folder / "lie.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\n"
+                                     b"property float x\nproperty float y\nproperty float z\nend_header\n" + b"\0" * 3000)
+    (folder / "lie.pcd").write_bytes(b"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 0 0 0\nWIDTH 100\n"
+                                     b"HEIGHT 1\nPOINTS 100\nDATA binary\n" + b"\0" * 1200)
+    names = ["lie.npy", "lie.npz", "lie.ply", "lie.pcd"]
+    laspy = pytest.importorskip("laspy")
+    las = laspy.LasData(laspy.LasHeader(point_format=3, version="1.2"))
+    las.x, las.y, las.z = np.zeros(3), np.zeros(3), np.zeros(3)
+    las.write(str(folder / "ok.las"))
+    data = bytearray((folder / "ok.las").read_bytes())
+    struct.pack_into("<I", data, 100, 4_000_000_000)  # variable-length records
+    (folder / "lie.las").write_bytes(bytes(data))
+    return names + ["lie.las"]
+
+
+def test_hostile_files_end_to_end(work):
+    """Every command on every hostile file, in a fresh process measured from inside: one line naming the
+    file, exit 2, no output, and the process's peak memory (torch included) far under 1 GB."""
+    names = _hostile_files(work)
+    probe = textwrap.dedent("""
+        import contextlib, io, json, resource, sys, time
+        from sparseconv.app.cli import main
+        results = []
+        for name in sys.argv[1:]:
+            for command in (["info", name], ["voxelize", name, "--voxel-size", "0.1", "-o", "hostile_out.npz"]):
+                err = io.StringIO()
+                t0 = time.perf_counter()
+                with contextlib.redirect_stderr(err):
+                    rc = main(command)
+                results.append([name, rc, err.getvalue(), time.perf_counter() - t0])
+        print(json.dumps({"results": results, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    """)
+    proc = run("-c", probe, *names, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(report["results"]) == 2 * len(names)
+    for name, rc, err, seconds in report["results"]:
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"sparseconv: error: {name}: "), (name, rc, err)
+        assert seconds < 5, (name, seconds)
+    assert report["peak_kb"] < 1024 * 1024, report["peak_kb"]  # ru_maxrss is in kilobytes on Linux
+    assert not os.path.exists(work / "hostile_out.npz")
 
 
 def test_max_bytes_flag(work, capsys):
