@@ -297,11 +297,19 @@ def test_bad_input_kinds_are_exit_2(work, capsys, monkeypatch):
 
 
 def test_old_paths_warn_and_still_work():
-    for old, new in (("sparseconv.cli", "sparseconv.app.cli"), ("sparseconv.demo", "sparseconv.app.demo"),
-                     ("sparseconv.checks", "sparseconv.app.checks")):
-        code = (f"import warnings, importlib; warnings.simplefilter('error', DeprecationWarning)\n"
-                f"try:\n    importlib.import_module('{old}')\nexcept DeprecationWarning as w:\n    print(w)\n"
-                f"warnings.simplefilter('ignore')\nimport {old} as a, {new} as b\nprint(a is b)")
-        proc = run("-c", code, cwd=ROOT)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines() == [f"{old} moved to {new}; the old path goes in the next release", "True"]
+    code = textwrap.dedent("""
+        import importlib, warnings
+        for old, new in (("sparseconv.cli", "sparseconv.app.cli"), ("sparseconv.demo", "sparseconv.app.demo"),
+                         ("sparseconv.checks", "sparseconv.app.checks")):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                module = importlib.import_module(old)
+            print(module is importlib.import_module(new), [str(w.message) for w in caught
+                                                           if w.category is DeprecationWarning])
+    """)
+    proc = run("-c", code, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"True ['{old} moved to {new}; the old path will be removed in sparseconv 0.3']"
+        for old, new in (("sparseconv.cli", "sparseconv.app.cli"), ("sparseconv.demo", "sparseconv.app.demo"),
+                         ("sparseconv.checks", "sparseconv.app.checks"))]
