@@ -397,6 +397,30 @@ def test_las_lying_headers(folder, las_bytes):
     fails_cleanly(_write(folder, "magic.las", b"LASX" + bytes(las_bytes[4:])), r"does not start with 'LASF'")
 
 
+def test_las_lying_record_lengths(folder):
+    """A LAS 1.4 file with one variable-length and one extended record, each declaring more than the file holds."""
+    laspy = pytest.importorskip("laspy")
+    from laspy.vlrs.vlrlist import VLRList
+
+    header = laspy.LasHeader(point_format=6, version="1.4")
+    header.add_extra_dim(laspy.ExtraBytesParams(name="ring", type=np.uint8))  # one VLR describes it
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = np.zeros(3), np.zeros(3), np.zeros(3)
+    las.evlrs = VLRList([laspy.VLR(user_id="test", record_id=1, description="d", record_data=b"x" * 10)])
+    buf = io.BytesIO()
+    las.write(buf)
+    data = buf.getvalue()
+    header_size, point_offset = struct.unpack_from("<HI", data, 94)
+    evlr_start = struct.unpack_from("<Q", data, 235)[0]
+    assert len(read_bounded(_write(folder, "ok14.las", data))) == 3
+    fails_cleanly(_write(folder, "vlr.las", _patched(data, header_size + 20, "<H", 60000)),
+                  rf"variable-length record 1 of 1 declares 60000 bytes, past byte {point_offset}")
+    fails_cleanly(_write(folder, "evlr.las", _patched(data, evlr_start + 20, "<Q", 10**15)),
+                  rf"extended variable-length record 1 of 1 declares 1000000000000000 bytes, past byte {len(data)}")
+    fails_cleanly(_write(folder, "evlrs.las", _patched(data, 243, "<I", 4_000_000_000)),
+                  r"declares 4000000000 extended records")
+
+
 def test_laz_bomb_is_refused_before_decompression(folder, las_bytes):
     """A LAZ header (compressed point format) declaring 4e9 points: over max_bytes, whatever the LAZ backend."""
     data = _patched(_patched(las_bytes, 104, "<B", 3 | 0x80), 107, "<I", 4_000_000_000)

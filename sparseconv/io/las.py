@@ -3,17 +3,17 @@
 laspy trusts the header: a 4 KB file that declares four billion variable-length records
 or points makes it loop and allocate for minutes. So before laspy sees the file, the
 public header block (LAS 1.0-1.4) is checked against the file's size: header and point
-offsets inside the file, the variable-length records fitting between them (54 bytes at
-least each), a known point format with a long enough record, the declared points'
-bytes present (LAS) or under ``max_bytes`` once decompressed (LAZ), the extended
-records inside the file, and finite, non-zero scale factors and finite offsets (a zero
+offsets inside the file; every variable-length record (its header and declared length)
+ending before the points, every extended one inside the file; a known point format with
+a long enough record; the declared points' bytes present (LAS) or under ``max_bytes``
+once decompressed (LAZ); finite, non-zero scale factors and finite offsets (a zero
 scale would put every point on the origin).
 """
 from __future__ import annotations
 
 import math
 import struct
-from typing import Dict, Optional
+from typing import BinaryIO, Dict, Optional
 
 import numpy as np
 
@@ -31,9 +31,13 @@ _EVLR_HEADER = 60
 _MIN_RECORD = {0: 20, 1: 28, 2: 26, 3: 34, 4: 57, 5: 63, 6: 30, 7: 36, 8: 38, 9: 59, 10: 67}
 
 
-def check_las_header(path: str, head: bytes, size: int, max_bytes: Optional[int]) -> int:
-    """Check a LAS/LAZ public header block (``head``: the file's first 375 bytes or all of
-    a shorter file) against the file's ``size``; return the declared point count."""
+def check_las_header(path: str, f: BinaryIO, max_bytes: Optional[int]) -> int:
+    """Check the LAS/LAZ file ``f``'s public header block and its (extended) variable-length
+    record headers against the file's size; return the declared point count."""
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(0)
+    head = f.read(375)
     if not head.startswith(b"LASF"):
         raise ScanFormatError(path, "is not a LAS/LAZ file (does not start with 'LASF')")
     if size < _MIN_HEADER:
@@ -59,6 +63,7 @@ def check_las_header(path: str, head: bytes, size: int, max_bytes: Optional[int]
     if record_len < _MIN_RECORD[base_fmt]:
         raise ScanFormatError(path, f"LAS point record length {record_len} is shorter than format {base_fmt} needs "
                                     f"({_MIN_RECORD[base_fmt]} bytes)")
+    _walk_records(path, f, header_size, n_vlrs, point_offset, "<H", "variable-length record")
     count = legacy_count
     if minor >= 4 and header_size >= 375 and len(head) >= 375:
         evlr_start, n_evlrs, count64 = struct.unpack_from("<QIQ", head, 235)
@@ -66,6 +71,8 @@ def check_las_header(path: str, head: bytes, size: int, max_bytes: Optional[int]
         if n_evlrs and (evlr_start > size or n_evlrs * _EVLR_HEADER > size - evlr_start):
             raise ScanFormatError(path, f"LAS header declares {n_evlrs} extended records at byte {evlr_start}, "
                                         f"beyond the file's {size} bytes")
+        if n_evlrs:
+            _walk_records(path, f, evlr_start, n_evlrs, size, "<Q", "extended variable-length record")
     if not all(math.isfinite(s) and s != 0 for s in scales):
         raise ScanFormatError(path, f"LAS scale factors must be finite and non-zero, got {scales}")
     if not all(math.isfinite(o) for o in offsets):
@@ -81,6 +88,22 @@ def check_las_header(path: str, head: bytes, size: int, max_bytes: Optional[int]
     return count
 
 
+def _walk_records(path: str, f: BinaryIO, start: int, count: int, end: int, length_fmt: str, what: str) -> None:
+    """Every record header from ``start`` on: its declared length must end by ``end``."""
+    header = _VLR_HEADER if length_fmt == "<H" else _EVLR_HEADER
+    pos = start
+    for i in range(count):
+        f.seek(pos)
+        raw = f.read(header)
+        if len(raw) < header:
+            raise ScanFormatError(path, f"truncated: LAS {what} {i + 1} of {count} has no complete header")
+        (length,) = struct.unpack_from(length_fmt, raw, 20)
+        pos += header + length
+        if pos > end:
+            raise ScanFormatError(path, f"LAS {what} {i + 1} of {count} declares {length} bytes, past "
+                                        f"byte {end} where it must end")
+
+
 def read_las(path: str, options: ReadOptions) -> Scan:
     """Read a LAS/LAZ file (see the module docstring): float64 points, intensity,
     classification as labels, colours, return numbers and GPS time."""
@@ -89,10 +112,7 @@ def read_las(path: str, options: ReadOptions) -> Scan:
     except ImportError:
         raise MissingDependencyError(f"{path}: reading LAS/LAZ needs laspy: pip install 'sparseconv[las]'") from None
     with open(path, "rb") as f:
-        head = f.read(375)
-        f.seek(0, 2)
-        size = f.tell()
-    check_las_header(path, head, size, options.max_bytes)
+        check_las_header(path, f, options.max_bytes)
     try:
         las = laspy.read(path)
     except Exception as exc:  # laspy raises many types for a bad file; the header was checked above
