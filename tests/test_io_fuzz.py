@@ -180,6 +180,14 @@ def test_pcd_compressed_bombs(folder):
                   max_bytes=1000)
 
 
+def test_pcd_compressed_garbage_fails_quietly(folder, capfd):
+    pytest.importorskip("open3d")
+    body = struct.pack("<II", 100, 1200) + np.random.default_rng(0).integers(0, 256, 100, dtype=np.uint8).tobytes()
+    fails_cleanly(_pcd(folder, "garbage.pcd", data="binary_compressed", body=body), r"could not be decoded")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # Open3D's own warnings are silenced: the error says it once
+
+
 def test_pcd_bad_fields_and_garbage(folder):
     fails_cleanly(_pcd(folder, "type.pcd", size="3 4 4"), r"unknown TYPE/SIZE pair F/3")
     fails_cleanly(_pcd(folder, "kind.pcd", type_="Q F F"), r"unknown TYPE/SIZE pair Q/4")

@@ -162,7 +162,8 @@ def _check_compressed(path: str, body, need: int, max_bytes) -> None:
 
 def _read_with_open3d(path: str, fmt: str) -> Scan:
     o3d = require("open3d", "open3d", f"{path}: reading a binary_compressed PCD")
-    pc = o3d.t.io.read_point_cloud(path)
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):  # our error says it once
+        pc = o3d.t.io.read_point_cloud(path)
     if "positions" not in pc.point or pc.point.positions.shape[0] == 0:
         raise ScanFormatError(path, "could not be decoded (corrupt or truncated)")
     columns: Dict[str, np.ndarray] = {}
