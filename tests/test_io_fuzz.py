@@ -227,6 +227,14 @@ def test_text_hostile(folder):
     np.testing.assert_array_equal(scan.normals, [[4, 5, 6], [10, 11, 12]])
     with pytest.raises(sio.InputError, match=r"columns 'a,b,c' must name x, y and z"):
         sio.read_scan(folder / "six.csv", columns="a,b,c")
+    (folder / "named.csv").write_text("x,y,z,nx,ny,nz\n1,2,3,4,5,6\n")  # a header line names the columns
+    np.testing.assert_array_equal(read_bounded(str(folder / "named.csv")).normals, [[4, 5, 6]])
+    (folder / "badnames.csv").write_text("a,b,c\n1,2,3\n")
+    fails_cleanly(folder / "badnames.csv", r"header line: columns 'a,b,c' must name x, y and z")
+    (folder / "dupnames.txt").write_text("x y z x\n1 2 3 4\n")
+    fails_cleanly(folder / "dupnames.txt", r"header line: columns 'x,y,z,x' name x more than once")
+    (folder / "onlyheader.csv").write_text("x,y,z\n")
+    fails_cleanly(folder / "onlyheader.csv", r"contains no points \(only a header line\)")
 
 
 # -- KITTI / nuScenes .bin and .label ---------------------------------------------------------

@@ -8,6 +8,7 @@ by looking at the values, and an error listing the candidates where a count has 
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -148,21 +149,24 @@ LAYOUT_RULES: Dict[int, List[str]] = {
 }
 
 
-def parse_columns(text_or_names) -> Optional[List[str]]:
+def parse_columns(text_or_names, path: Optional[str] = None) -> Optional[List[str]]:
     """``"x,y,z,intensity"`` or a sequence of names -> a list (``None`` stays ``None``).
 
     ``_`` (or an empty name) skips a column; ``x``, ``y`` and ``z`` must be among them.
+    Raises :class:`InputError` (:class:`ScanFormatError` naming ``path`` when the names
+    come from that file's header line).
     """
     if text_or_names is None:
         return None
     names = text_or_names.split(",") if isinstance(text_or_names, str) else list(text_or_names)
     names = [str(n).strip() for n in names]
     named = [n for n in names if n not in ("", "_")]
-    if not {"x", "y", "z"} <= set(named):
-        raise InputError(f"columns {','.join(names)!r} must name x, y and z")
-    dup = sorted({n for n in named if named.count(n) > 1})
-    if dup:
-        raise InputError(f"columns {','.join(names)!r} name {', '.join(dup)} more than once")
+    dup = sorted(n for n, k in Counter(named).items() if k > 1)
+    problem = ("must name x, y and z" if not {"x", "y", "z"} <= set(named)
+               else f"name {', '.join(dup)} more than once" if dup else None)
+    if problem is not None:
+        what = f"columns {','.join(names)!r} {problem}"
+        raise InputError(what) if path is None else ScanFormatError(path, f"header line: {what}")
     return [n if n not in ("", "_") else f"_{i}" for i, n in enumerate(names)]
 
 
