@@ -464,3 +464,18 @@ def test_separate_labels_files(folder):
     assert "its header lies" in str(read_bounded(str(folder / "pts.npy"), labels=str(folder / "huge.npy")))
     (folder / "l.label").write_bytes(np.arange(5, dtype="<u4").tobytes())
     np.testing.assert_array_equal(read_bounded(str(folder / "pts.npy"), labels=str(folder / "l.label")).labels, range(5))
+
+
+def test_read_scan_argument_checks(tmp_path):
+    np.save(tmp_path / "p.npy", np.zeros((4, 3), np.float32))
+    path = tmp_path / "p.npy"
+    for bad in (0, -1, 1.5, True, "1G"):
+        with pytest.raises(sio.InputError, match=rf"max_bytes must be a positive whole number of bytes or None, got {bad!r}"):
+            sio.read_scan(path, max_bytes=bad)
+    assert len(sio.read_scan(path, max_bytes=np.int64(100))) == 4
+    with pytest.raises(sio.InputError, match=r"format must be a format name such as 'nuscenes', got 3"):
+        sio.read_scan(path, format=3)
+    with pytest.raises(sio.UnsupportedFormatError, match=r"p\.npy: unknown format 'kitty'"):
+        sio.read_scan(path, format="kitty")
+    with pytest.raises(sio.InputError, match=r"columns 'x,y,z,x' name x more than once"):
+        sio.read_scan(path, columns="x,y,z,x")

@@ -8,6 +8,7 @@ or write-only). :data:`READ_FORMATS` and :data:`WRITE_EXTENSIONS` are derived fr
 """
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +27,7 @@ from .numpy_scans import read_npy, read_npz, write_npy, write_npz
 from .pcd import read_pcd
 from .ply import read_ply, write_ply
 from .scan import Scan
+from .semantic_kitti import SEMANTIC_KITTI_LABELS, semantic_kitti_label_colors
 from .text import read_text
 
 __all__ = ["Format", "FORMATS", "READ_FORMATS", "WRITE_EXTENSIONS", "format_of", "read_scan", "write_scan"]
@@ -133,10 +135,15 @@ def read_scan(
         UnsupportedFormatError: unknown extension or format name.
         ScanFormatError: empty, corrupt or truncated file, a header that declares more
             than the file holds, an ambiguous layout, a size that does not fit.
-        InputError: a bad ``columns`` value.
+        InputError: a bad ``columns``, ``format`` or ``max_bytes`` value.
         MissingDependencyError: LAS/LAZ without laspy (or LAZ without a LAZ backend).
     """
     p = os.fspath(path)
+    if format is not None and not isinstance(format, str):
+        raise InputError(f"format must be a format name such as 'nuscenes', got {format!r}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral)
+                                  or max_bytes <= 0):
+        raise InputError(f"max_bytes must be a positive whole number of bytes or None, got {max_bytes!r}")
     if os.path.isdir(p):
         raise ScanFormatError(p, "is a directory, not a scan file")
     name = format_of(p) if format is None else _named_format(p, format)
@@ -145,7 +152,8 @@ def read_scan(
         raise ScanFormatError(p, f"columns= names the columns of unnamed tables ({takes}); {name} files name their own")
     label_arg = None if labels is None or labels is False else "auto" if labels is True else labels
     explicit = format is not None and format.lower().lstrip(".") in FORMATS
-    options = ReadOptions(parse_columns(columns), label_arg if label_arg == "auto" else None, max_bytes, explicit)
+    options = ReadOptions(parse_columns(columns), label_arg if label_arg == "auto" else None,
+                          None if max_bytes is None else int(max_bytes), explicit)
     check_file(p)
     scan = FORMATS[name].reader(p, options)
     if scan.points.shape[0] == 0:
@@ -166,6 +174,8 @@ def _attach_labels(scan: Scan, path: str) -> None:
         scan.attributes["labels"] = semantic
         if instance.any():
             scan.attributes["instance"] = instance
+        scan.label_names = dict(SEMANTIC_KITTI_LABELS)  # the ids of a .label file are SemanticKITTI's
+        scan.label_colors = semantic_kitti_label_colors()
         return
     if not path.lower().endswith(".npy"):
         raise UnsupportedFormatError(path, "labels are read from a SemanticKITTI .label file or an .npy array")
