@@ -271,6 +271,11 @@ def test_max_bytes_flag(work, capsys):
     assert "--max-bytes" in capsys.readouterr().err
 
 
+def test_demo_on_a_scan_too_fine_to_voxelize_is_bad_input(work, capsys):
+    assert cli.main(["demo", "--input", "a.ply", "--voxel-size", "1e-9", "--output-dir", "demo"]) == 2
+    assert "a.ply: points span a grid" in error_line(capsys)
+
+
 def test_library_fault_is_exit_3_not_bad_input(work, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("an internal invariant broke")

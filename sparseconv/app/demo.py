@@ -189,7 +189,12 @@ def run_demo(
     t0 = time.perf_counter()
     pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
     feats = torch.from_numpy(np.ascontiguousarray(feats_np, dtype=np.float32))
-    vox = voxelize(pts, voxel_size, feats=feats)
+    try:
+        vox = voxelize(pts, voxel_size, feats=feats)
+    except ValueError as exc:  # voxelize's checks of the points against the voxel size and grid limits
+        from ..io import InputError
+
+        raise InputError(f"{source}: {exc}") from None
     st, p2v = vox.tensor, vox.point_to_voxel
     timings["voxelize"] = time.perf_counter() - t0
     log(f"voxelize at {voxel_size:g} m: {len(st):,} voxels, grid {st.spatial_shape}, "
