@@ -31,7 +31,6 @@ from ..io.atomic import remove_partial_files
 from ..io.files import DEFAULT_MAX_BYTES
 from ..io.registry import FORMATS
 from .commands import cmd_check, cmd_demo, cmd_info, cmd_view, cmd_voxelize, one_line
-from .display import has_display
 from .errors import (
     BAD_INPUT,
     EXIT_CHECK_FAILED,

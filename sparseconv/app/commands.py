@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Optional, Sequence
 
 import numpy as np
 
