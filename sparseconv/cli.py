@@ -4,6 +4,7 @@
     sparseconv info scan.ply
     sparseconv voxelize scans/*.bin --voxel-size 0.05 -o voxels/
     sparseconv view scan.bin --color label -o scan.png
+    sparseconv view scan.bin --html scan.html         # interactive viewer, one self-contained page
     sparseconv check --quick
 
 Exit codes: 0 success; 1 a check failed; 2 bad arguments or input (missing file, unreadable
@@ -30,7 +31,7 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 PROG = "sparseconv"
-COLOR_CHOICES = ("auto", "height", "intensity", "label", "rgb")
+COLOR_CHOICES = ("auto", "height", "intensity", "label", "rgb", "prediction", "error")
 DEFAULT_INFO_SIZES = (0.05, 0.1, 0.2, 0.5)
 
 _EPILOG = ("exit codes: 0 ok, 1 check failed, 2 bad arguments or input, 3 internal error (run with --debug), "
@@ -437,12 +438,80 @@ def _open_window(points: np.ndarray, colors: np.ndarray, title: str) -> bool:
     return True
 
 
+def _read_prediction(path: str, scan) -> np.ndarray:
+    """Per-point predicted labels from a scan file's ``labels`` (e.g. infer.py's NAME.labels.npz)
+    or a SemanticKITTI ``.label`` file; one per point of ``scan``."""
+    from . import io as sio
+
+    if path.lower().endswith(".label"):
+        prediction, _ = sio.read_label(path, len(scan))
+    else:
+        prediction = sio.read_scan(path).labels
+        if prediction is None:
+            raise CliError(f"{path}: has no labels to use as the prediction")
+    if prediction.shape != (len(scan),):
+        raise CliError(f"{path}: has {prediction.shape[0]:,} labels but {scan.path} has {len(scan):,} points")
+    return prediction.astype(np.int64)
+
+
+def _write_viewer(args, scan, prediction: Optional[np.ndarray]) -> None:
+    """``view --html``: the browser viewer, with the KITTI boxes and voxel layer asked for."""
+    from .viz import read_kitti_calib, read_kitti_labels, write_html
+
+    boxes, note = [], ""
+    if args.boxes:
+        calib = read_kitti_calib(args.calib) if args.calib else None
+        boxes = read_kitti_labels(args.boxes, calib)
+        note = (f"boxes: {os.path.basename(args.boxes)}, moved into the LiDAR frame with {os.path.basename(args.calib)}"
+                if calib else
+                f"boxes: {os.path.basename(args.boxes)} without --calib: camera axes turned to LiDAR axes "
+                "(x = z_cam, y = -x_cam, z = -y_cam), the camera-LiDAR offset (about 0.3 m) not applied; "
+                "pass --calib for exact placement")
+    color = "auto" if args.color == "auto" else args.color
+    t0 = time.perf_counter()
+    write_html(args.html, scan, prediction=prediction, voxel_size=args.voxel_size, boxes=boxes, boxes_note=note,
+               color=color)
+    size = os.path.getsize(args.html)
+    print(f"{args.file}: {len(scan):,} points -> {args.html} ({size / 2 ** 20:.1f} MB, "
+          f"{time.perf_counter() - t0:.2f} s); open it in a browser")
+    if note:
+        print(note)
+
+
 def cmd_view(args) -> int:
     from . import io as sio
-    from .render import render_views, save_png, scan_colors
+    from .viz import render_comparison, render_views, save_png, scan_colors
 
+    if args.calib and not args.boxes:
+        raise CliError("--calib places --boxes; give --boxes FILE too")
+    if args.boxes and not args.html:
+        raise CliError("--boxes are drawn in the browser viewer; give --html OUT.html too")
+    if args.html and not args.html.lower().endswith((".html", ".htm")):
+        raise CliError(f"{args.html}: the viewer is written as HTML; name it *.html")
+    if args.color in ("prediction", "error") and not args.prediction:
+        raise CliError(f"--color {args.color} needs --prediction FILE")
+    if args.color == "error" and not args.html:
+        raise CliError("--color error is a view of the browser viewer (--html); the PNG with --prediction shows "
+                       "ground truth, prediction and error side by side")
     scan = sio.read_scan(args.file)
-    mode = _pick_color(scan, args.color)
+    prediction = _read_prediction(args.prediction, scan) if args.prediction else None
+    if args.html:
+        _write_viewer(args, scan, prediction)
+        if args.output is None:
+            return EXIT_OK
+    if prediction is not None and scan.labels is not None:
+        out = args.output or (os.path.splitext(os.path.basename(args.file))[0] + ".png")
+        if not out.lower().endswith(".png"):
+            raise CliError(f"{out}: the picture is written as PNG; name it *.png")
+        image = render_comparison(scan.points, scan.labels, prediction, label_names=scan.label_names,
+                                  label_colors=scan.label_colors, title=os.path.basename(args.file),
+                                  panel_size=args.size)
+        save_png(out, image)
+        print(f"{args.file}: ground truth, prediction and error -> {out} ({image.shape[1]}x{image.shape[0]})")
+        return EXIT_OK
+    if prediction is not None:  # no ground truth to compare with: picture the prediction as the labels
+        scan.attributes["labels"] = prediction
+    mode = _pick_color(scan, "label" if args.color == "prediction" else args.color)
     points, intensity, labels, colors = _view_data(scan, args.voxel_size, mode)
     rgb, legend = scan_colors(points, "label" if mode == "label" else mode, intensity=intensity, labels=labels,
                               colors=colors, label_names=scan.label_names, label_colors=scan.label_colors)
@@ -560,17 +629,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("npz", "ply"), default=None, help="output format in a directory (default: npz)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-file lines, no progress bar")
 
-    p = add("view", "picture a scan (a window with a display, else a PNG)",
-            "Show a scan in an Open3D window when a display is present (DISPLAY or WAYLAND_DISPLAY is set) and\n"
-            "no -o is given; otherwise render a PNG headless: a bird's-eye and a perspective view, coloured as\n"
-            "asked, with a legend. Without -o the PNG is ./STEM.png (STEM: the scan's file name).", cmd_view)
+    p = add("view", "picture a scan (browser page with --html, a window with a display, else a PNG)",
+            "With --html OUT.html, write one self-contained page (no network needed) with an interactive WebGL\n"
+            "viewer: orbit/pan/zoom, colour modes, click a point to read its values, layers for voxels, ground\n"
+            "truth / prediction / error and KITTI boxes. Otherwise show the scan in an Open3D window when a\n"
+            "display is present (DISPLAY or WAYLAND_DISPLAY is set) and no -o is given, or render a PNG headless:\n"
+            "a bird's-eye and a perspective view with a legend (with --prediction: ground truth, prediction and\n"
+            "error panels). Without -o the PNG is ./STEM.png (STEM: the scan's file name).", cmd_view)
     p.add_argument("file", metavar="FILE", help="the scan")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="S", help="show voxel centres at this size")
     p.add_argument("--color", choices=COLOR_CHOICES, default="auto",
-                   help="colour by height, intensity, label or rgb (default auto: label, else rgb, else intensity, else height)")
+                   help="colour by height, intensity, label, rgb, prediction or error (the last two need --prediction; "
+                        "default auto: prediction, else label, else rgb, else intensity, else height)")
     p.add_argument("-o", "--output", default=None, metavar="PICTURE.png", help="write a PNG here (no window)")
     p.add_argument("--size", type=_image_size, default=640, metavar="PX", help="panel size in pixels (default 640)")
     p.add_argument("--headless", action="store_true", help="never open a window")
+    p.add_argument("--html", default=None, metavar="OUT.html",
+                   help="write the interactive browser viewer here (no window; a PNG only if -o is given too)")
+    p.add_argument("--prediction", default=None, metavar="FILE",
+                   help="predicted labels, one per point: a scan file with labels (e.g. infer.py's .labels.npz) "
+                        "or a .label file; adds the prediction and error views")
+    p.add_argument("--boxes", default=None, metavar="LABEL.txt", help="KITTI label_2 file: object boxes (with --html)")
+    p.add_argument("--calib", default=None, metavar="CALIB.txt",
+                   help="KITTI calib file placing --boxes in the LiDAR frame (without it: axes turned, no offset)")
 
     p = add("check", "dense-vs-sparse equivalence of every op, as a table",
             "Run every spatial op (convolutions, transposed and inverse convolutions, pooling) against its dense\n"
@@ -586,8 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "the main job on built-in data: scan -> voxels -> sparse U-Net -> picture",
             "Simulate a 64-beam street scan (or read --input), voxelize it, fit a small sparse U-Net to the scan's\n"
             "labels for a few steps, run a timed forward pass with a per-layer summary, and write a PNG of the\n"
-            "scan coloured by the network's prediction (sparseconv_demo.png in --output-dir).", cmd_demo)
-    p.add_argument("--output-dir", default=".", metavar="DIR", help="where the PNG goes (default: .)")
+            "scan coloured by the network's prediction beside its ground truth and errors (sparseconv_demo.png\n"
+            "in --output-dir) and the same as an interactive browser page (sparseconv_demo.html).", cmd_demo)
+    p.add_argument("--output-dir", default=".", metavar="DIR", help="where the PNG and HTML go (default: .)")
     p.add_argument("--input", default=None, metavar="FILE", help="use this scan instead of a simulated one")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="scan and weight seed (default 0)")
     p.add_argument("--voxel-size", type=_positive_float, default=0.1, metavar="S", help="voxel size in metres (default 0.1)")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sparseconv import io as sio
-from sparseconv.render import (
+from sparseconv.viz import (
     BACKGROUND,
     BirdsEyeView,
     PerspectiveCamera,
@@ -148,7 +148,7 @@ def test_save_png_is_atomic(tmp_path):
 
 
 def test_confusion_matrix_picture_shades_cells_by_row_rate():
-    from sparseconv.render import render_confusion_matrix
+    from sparseconv.viz import render_confusion_matrix
 
     cm = np.array([[90, 10, 0], [0, 50, 50], [0, 0, 0]])
     image = render_confusion_matrix(cm, ("a", "b", "c"), cell_size=40)
@@ -167,7 +167,7 @@ def test_confusion_matrix_picture_shades_cells_by_row_rate():
 
 
 def test_long_subtitle_wraps_inside_the_legend_column():
-    from sparseconv.render import BACKGROUND
+    from sparseconv.viz import BACKGROUND
 
     gen = np.random.default_rng(0)
     points = gen.uniform(-10, 10, (500, 3)).astype(np.float32)
