@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["sparseconv", "sparseconv.*"]),
+    package_data={"sparseconv.viz": ["viewer.js", "viewer.css"]},
     install_requires=["torch>=2.1", "numpy", "scipy", "tqdm", "pillow"],
     extras_require={
         "test": ["pytest>=7", "open3d>=0.18", "laspy", "numba>=0.60"],
