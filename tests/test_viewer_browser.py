@@ -77,3 +77,32 @@ def test_viewer_draws_and_a_click_reads_back_the_point(tmp_path):
     left, right = canvas[:, : CANVAS_WIDTH // 2], canvas[:, CANVAS_WIDTH // 2:]
     # seen from the default camera (azimuth -60 deg), x < 0 (road) is on the left of the picture
     assert (np.abs(left - CLASS_PALETTE["road"]).max(2) <= 3).sum() > (np.abs(right - CLASS_PALETTE["road"]).max(2) <= 3).sum()
+
+
+def test_error_view_paints_wrong_points_red(tmp_path):
+    from sparseconv.viz.colors import RIGHT, WRONG
+
+    points, attributes, known = scene()
+    prediction = attributes["labels"].copy()
+    wrong = points[:, 1] > 2.0
+    prediction[wrong] = 1 - prediction[wrong]
+    target = int(np.flatnonzero(wrong & (points[:, 0] < -3))[0])  # a road point predicted sidewalk
+    page = write_html(tmp_path / "errors.html", points, attributes=attributes, prediction=prediction,
+                      label_names={0: "road", 1: "sidewalk"}, color="error")
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run([BROWSER, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                           "--dump-dom", f"file://{os.path.abspath(page)}#selftest={target}"],
+                          capture_output=True, text=True, timeout=60)
+    found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.S)
+    assert found and found.group(1), f"the page wrote no self-test result; stderr: {proc.stderr[-2000:]}"
+    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert result["errors"] == []
+    picked = result["picked"]
+    assert picked["index"] == target and picked["labels_name"] == "road" and picked["prediction_name"] == "sidewalk"
+    assert result["pixel"] == list(WRONG)
+    from PIL import Image
+
+    canvas = np.asarray(Image.open(shot).convert("RGB")).astype(int)[:, :CANVAS_WIDTH]
+    red = (np.abs(canvas - WRONG).max(2) <= 3).sum()
+    grey = (np.abs(canvas - RIGHT).max(2) <= 3).sum()
+    assert red > 300 and grey > red  # 8 of 20 m of the grid are wrong

@@ -18,6 +18,9 @@ A 130k-point LiDAR scan with intensity and labels makes a page of about 4 MB. Ab
 of that many points (seeded) and says so at the top of its panel; the readout then gives
 each point's index in the full scan.
 
+The first view (and "reset") looks at the sphere around the box of the 1st-99th
+percentiles of the points, from the same side as the PNG's perspective view.
+
 Colour modes: height, intensity, label (the ground truth when a prediction is given), rgb,
 prediction, and error (wrong points red, as :func:`sparseconv.viz.colors.error_colors`);
 label colours and legends come from :mod:`sparseconv.viz.colors`, so page and PNG agree.
@@ -175,8 +178,11 @@ def to_html(
     lo, hi = pts.min(0), pts.max(0)
     offset = np.round((lo + hi) / 2) if np.abs(np.concatenate([lo, hi])).max() > 1e4 else np.zeros(3)
     local = (pts - offset).astype(np.float32)
-    centre = (lo + hi) / 2 - offset
-    radius = float(np.sqrt(((local - centre) ** 2).sum(1).max()))
+    # first view: the sphere around the box of the 1st-99th percentiles (a few far returns of a LiDAR
+    # scan do not shrink everything else), never larger than the bounding sphere
+    plo, phi = np.percentile(local, [1, 99], axis=0)
+    centre = (plo + phi) / 2
+    radius = float(min(np.linalg.norm(phi - plo) / 2, np.sqrt(((local - centre) ** 2).sum(1).max())))
 
     blob = _Blob()
     meta: Dict = {"title": title or (os.path.basename(source) if source else "point cloud"), "source": source,
