@@ -467,10 +467,9 @@ def _write_viewer(args, scan, prediction: Optional[np.ndarray]) -> None:
                 f"boxes: {os.path.basename(args.boxes)} without --calib: camera axes turned to LiDAR axes "
                 "(x = z_cam, y = -x_cam, z = -y_cam), the camera-LiDAR offset (about 0.3 m) not applied; "
                 "pass --calib for exact placement")
-    color = "auto" if args.color == "auto" else args.color
     t0 = time.perf_counter()
     write_html(args.html, scan, prediction=prediction, voxel_size=args.voxel_size, boxes=boxes, boxes_note=note,
-               color=color)
+               color=args.color)
     size = os.path.getsize(args.html)
     print(f"{args.file}: {len(scan):,} points -> {args.html} ({size / 2 ** 20:.1f} MB, "
           f"{time.perf_counter() - t0:.2f} s); open it in a browser")
@@ -500,6 +499,9 @@ def cmd_view(args) -> int:
         if args.output is None:
             return EXIT_OK
     if prediction is not None and scan.labels is not None:
+        if args.voxel_size is not None and not args.html:
+            raise CliError("the ground truth / prediction / error picture is per point; drop --voxel-size, or add "
+                           "--html OUT.html for a voxel layer")
         out = args.output or (os.path.splitext(os.path.basename(args.file))[0] + ".png")
         if not out.lower().endswith(".png"):
             raise CliError(f"{out}: the picture is written as PNG; name it *.png")

@@ -78,6 +78,10 @@ def test_prediction_adds_prediction_and_error_modes():
         to_html(points, prediction=prediction[:10])
     with pytest.raises(ValueError, match="color 'rgb' is not available for this scan; choose from height"):
         to_html(points, color="rgb")
+    with pytest.raises(ValueError, match=r"attribute 'colors' must be uint8 RGB \[P, 3\], got float64 \(1000, 3\)"):
+        to_html(points, attributes={"colors": np.zeros((1000, 3))})
+    with pytest.raises(ValueError, match=r"attribute 'ring' must have one row per point \(1000\), got shape \(5,\)"):
+        to_html(points, attributes={"ring": np.zeros(5)})
 
 
 def test_large_clouds_are_sampled_and_the_page_says_so():
@@ -180,10 +184,12 @@ def test_cli_view_html_with_prediction_and_boxes(tmp_path, monkeypatch, capsys):
     for args, message in [(("--boxes", "label.txt"), "give --html OUT.html too"),
                           (("--calib", "label.txt", "--html", "x.html"), "--calib places --boxes"),
                           (("--html", "x.htm1"), "x.htm1: the viewer is written as HTML; name it *.html"),
-                          (("--color", "error", "--html", "x.html"), "--color error needs --prediction FILE")]:
+                          (("--color", "error", "--html", "x.html"), "--color error needs --prediction FILE"),
+                          (("--prediction", "pred.npz", "--voxel-size", "1", "-o", "x.png"),
+                           "picture is per point; drop --voxel-size")]:
         assert cli.main(["view", scan_path, *args]) == 2, args
         assert message in capsys.readouterr().err, args
-    assert not os.path.exists(tmp_path / "x.html")
+    assert not os.path.exists(tmp_path / "x.html") and not os.path.exists(tmp_path / "x.png")
 
 
 def test_write_html_is_atomic_and_checks_the_name(tmp_path):

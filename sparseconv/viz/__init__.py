@@ -1,7 +1,9 @@
 """Pictures and viewers of point clouds: headless PNGs and a self-contained browser viewer.
 
 Design, one concern per module, dependencies pointing one way (colors <- render <- panels;
-colors <- html):
+colors, boxes <- html; nothing here imports the rest of sparseconv at import time, and
+:mod:`~sparseconv.viz.colors` imports nothing, so ``io`` and ``data`` may take the palette
+from it):
 
 * :mod:`~sparseconv.viz.colors` -- the class palette (designed for the SemanticKITTI
   classes), the scalar colour map, per-point colours of a scan and their legend, the

@@ -13,7 +13,7 @@ page as one base64 blob of little-endian arrays described by a JSON header:
   the voxel takes);
 * object boxes (8 corners each) from :mod:`sparseconv.viz.boxes`.
 
-A 130k-point LiDAR scan with intensity and labels makes a page of about 4 MB. Above
+A 130k-point LiDAR scan with intensity and labels makes a page of about 3 MB. Above
 ``max_points`` (default :data:`MAX_DISPLAY_POINTS`) the page shows a uniform random sample
 of that many points (seeded) and says so at the top of its panel; the readout then gives
 each point's index in the full scan.
@@ -214,7 +214,10 @@ def to_html(
         modes.append(_label_mode("label", "labels", np.asarray(labels)[keep].astype(np.int64), table, label_names,
                                  "ground truth" if prediction is not None else "labels"))
     colors = attrs.get("colors")
-    if colors is not None and np.asarray(colors).shape[1:] == (3,):
+    if colors is not None and (np.asarray(colors).dtype != np.uint8 or np.asarray(colors).shape[1:] != (3,)):
+        raise ValueError(f"attribute 'colors' must be uint8 RGB [P, 3], got {np.asarray(colors).dtype} "
+                         f"{np.shape(colors)}")
+    if colors is not None:
         modes.append({"name": "rgb", "label": "RGB", "kind": "rgb", "attr": "colors", "title": "the scan's own RGB"})
     if prediction is not None:
         modes.append(_label_mode("prediction", "prediction", prediction[keep], table, label_names, "predicted class"))

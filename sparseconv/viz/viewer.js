@@ -256,14 +256,18 @@
   // The front-most point drawn under the cursor (within its own splat radius `under`);
   // failing that, the point nearest the cursor on screen within `radius` pixels.
   function nearest(px, py, arr, count, under, radius) {
-    var m = mvp(), best = -1, bestKey = [2, Infinity];
-    for (var i = 0; i < count; i++) {
-      var s = project([arr[3 * i], arr[3 * i + 1], arr[3 * i + 2]], m);
-      if (!s) continue;
-      var d = Math.hypot(s[0] - px, s[1] - py);
+    var m = mvp(), best = -1, bestClass = 2, bestValue = Infinity;
+    var W = canvas.clientWidth, H = canvas.clientHeight;
+    for (var i = 0; i < count; i++) {  // project() inlined: this loop runs over up to a million points
+      var x = arr[3 * i], y = arr[3 * i + 1], z = arr[3 * i + 2];
+      var w = m[3] * x + m[7] * y + m[11] * z + m[15];
+      if (w <= 0) continue;
+      var sx = ((m[0] * x + m[4] * y + m[8] * z + m[12]) / w + 1) / 2 * W - px;
+      var sy = (1 - (m[1] * x + m[5] * y + m[9] * z + m[13]) / w) / 2 * H - py;
+      var d = Math.sqrt(sx * sx + sy * sy);
       if (d > radius) continue;
-      var key = d <= under(s[2]) ? [0, s[2]] : [1, d];
-      if (key[0] < bestKey[0] || (key[0] === bestKey[0] && key[1] < bestKey[1])) { best = i; bestKey = key; }
+      var cls = d <= under(w) ? 0 : 1, value = cls === 0 ? w : d;
+      if (cls < bestClass || (cls === bestClass && value < bestValue)) { best = i; bestClass = cls; bestValue = value; }
     }
     return best;
   }
