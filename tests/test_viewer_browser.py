@@ -7,6 +7,7 @@ and writes the picked record, the readout text, the pixel under the point and ev
 (window errors, console.error, WebGL errors) as JSON into ``<pre id="selftest">``, which
 ``--dump-dom`` prints. The same run takes a ``--screenshot``.
 """
+import html
 import json
 import os
 import re
@@ -40,19 +41,28 @@ def scene():
     return points, {"intensity": intensity, "labels": labels, "ring": ring}, known
 
 
+def open_page(page, index, tmp_path):
+    """Load ``page`` with ``#selftest=index``: (the page's self-test JSON, the screenshot's canvas part, stderr)."""
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run([BROWSER, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                           "--dump-dom", f"file://{os.path.abspath(page)}#selftest={index}"],
+                          capture_output=True, text=True, timeout=60)
+    found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.S)
+    assert found and found.group(1), f"the page wrote no self-test result; stderr: {proc.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    canvas = np.asarray(Image.open(shot).convert("RGB")).astype(int)[:, :CANVAS_WIDTH]
+    return result, canvas, proc.stderr
+
+
 def test_viewer_draws_and_a_click_reads_back_the_point(tmp_path):
     points, attributes, known = scene()
     page = write_html(tmp_path / "scan.html", points, attributes=attributes, label_names={0: "road", 1: "sidewalk"},
                       title="browser test")
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run([BROWSER, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                           "--dump-dom", f"file://{os.path.abspath(page)}#selftest={known}"],
-                          capture_output=True, text=True, timeout=60)
-    found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.S)
-    assert found and found.group(1), f"the page wrote no self-test result; stderr: {proc.stderr[-2000:]}"
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    result, canvas, stderr = open_page(page, known, tmp_path)
     assert result["errors"] == []  # no window error, no console.error, no WebGL error
-    assert "Uncaught" not in proc.stderr
+    assert "Uncaught" not in stderr
 
     # the click on the known point reads back its coordinates and every attribute
     picked = result["picked"]
@@ -65,10 +75,6 @@ def test_viewer_draws_and_a_click_reads_back_the_point(tmp_path):
     assert result["pixel"] == result["expected"] == list(CLASS_PALETTE["sidewalk"])
 
     # the screenshot is not blank and shows both classes in their colours
-    from PIL import Image
-
-    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    canvas = image[:, :CANVAS_WIDTH]
     drawn = (np.abs(canvas - BACKGROUND).sum(2) > 12).mean()
     assert drawn > 0.05, drawn
     for name in ("road", "sidewalk"):
@@ -89,20 +95,11 @@ def test_error_view_paints_wrong_points_red(tmp_path):
     target = int(np.flatnonzero(wrong & (points[:, 0] < -3))[0])  # a road point predicted sidewalk
     page = write_html(tmp_path / "errors.html", points, attributes=attributes, prediction=prediction,
                       label_names={0: "road", 1: "sidewalk"}, color="error")
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run([BROWSER, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                           "--dump-dom", f"file://{os.path.abspath(page)}#selftest={target}"],
-                          capture_output=True, text=True, timeout=60)
-    found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.S)
-    assert found and found.group(1), f"the page wrote no self-test result; stderr: {proc.stderr[-2000:]}"
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    assert result["errors"] == []
+    result, canvas, stderr = open_page(page, target, tmp_path)
+    assert result["errors"] == [] and "Uncaught" not in stderr
     picked = result["picked"]
     assert picked["index"] == target and picked["labels_name"] == "road" and picked["prediction_name"] == "sidewalk"
     assert result["pixel"] == list(WRONG)
-    from PIL import Image
-
-    canvas = np.asarray(Image.open(shot).convert("RGB")).astype(int)[:, :CANVAS_WIDTH]
     red = (np.abs(canvas - WRONG).max(2) <= 3).sum()
     grey = (np.abs(canvas - RIGHT).max(2) <= 3).sum()
     assert red > 300 and grey > red  # 8 of 20 m of the grid are wrong
