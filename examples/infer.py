@@ -37,9 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_segmentation import ALIGN, build_model  # noqa: E402
 
 from sparseconv import io as sio  # noqa: E402
+from sparseconv.engine.voxelize import voxelize  # noqa: E402
 from sparseconv.metrics import confusion_matrix, mean_iou  # noqa: E402
 from sparseconv.viz import render_comparison, render_views, save_png, scan_colors, write_html  # noqa: E402
-from sparseconv.voxelize import voxelize  # noqa: E402
 
 
 def load_checkpoint(path: str):

@@ -63,8 +63,8 @@ import numpy as np
 from .viz.colors import class_colors
 import torch
 
-from .tensor import SparseTensor
-from .voxelize import Voxelization
+from .engine.tensor import SparseTensor
+from .engine.voxelize import Voxelization
 
 __all__ = [
     "Scan",

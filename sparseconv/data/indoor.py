@@ -9,6 +9,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from .._optional import require
 from ._checks import check_float, check_int, check_seed
 from .meshes import box, box_minmax, merge, place, quad, rect_z, rot_z
 from .scene import PointCloudScan, Scene, SceneBuilder, intensity_model
@@ -254,7 +255,7 @@ def generate_indoor_scene(
     dirs_a = np.concatenate(world_dirs)
     zscale = np.concatenate(depth_scale)
 
-    import open3d as o3d
+    o3d = require("open3d", "open3d", "generate_indoor_scene (the RGB-D sweep is ray cast with Open3D)")
 
     rc, geom_label, geom_refl = scene.raycasting_scene()
     rays = np.concatenate([origins_a, dirs_a], 1).astype(np.float32)

@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .._optional import require
 from ._checks import check_float, check_int, check_seed
 from .scene import PointCloudScan, Scene, intensity_model
 from .street import make_street_scene
@@ -151,7 +152,7 @@ def simulate_scan(scene: Scene, sensor: Optional[LidarSensor] = None, seed: int 
     seed = check_seed(seed)
     rng = np.random.default_rng([STREAM_LIDAR, seed])
 
-    import open3d as o3d
+    o3d = require("open3d", "open3d", "simulate_scan (synthetic LiDAR is ray cast with Open3D)")
 
     rc, geom_label, geom_refl = scene.raycasting_scene()
     dirs = sensor.ray_directions().reshape(-1, 3)  # [H*B, 3], azimuth-major

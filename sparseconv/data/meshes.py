@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._optional import require
+
 if TYPE_CHECKING:
     import open3d as o3d
 
@@ -122,7 +124,7 @@ def merge(parts: Sequence[Mesh]) -> Mesh:
 
 
 def to_o3d(mesh: Mesh) -> "o3d.t.geometry.TriangleMesh":
-    import open3d as o3d
+    o3d = require("open3d", "open3d", "Open3D meshes of the synthetic scenes")
 
     v, t = mesh
     out = o3d.t.geometry.TriangleMesh()

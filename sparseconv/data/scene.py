@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Iterator, List, Tuple
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import open3d as o3d
-
+from .._optional import require
 from ._checks import check_float
 from .meshes import Mesh, to_o3d
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 __all__ = ["SceneObject", "Scene", "SceneBuilder", "PointCloudScan", "intensity_model"]
 
@@ -79,7 +80,7 @@ class Scene:
         Returns ``(rc_scene, label_of_geometry, reflectivity_of_geometry)`` where the two
         arrays are indexed by the geometry id that ``cast_rays`` reports.
         """
-        import open3d as o3d
+        o3d = require("open3d", "open3d", "ray casting a synthetic scene")
 
         rc = o3d.t.geometry.RaycastingScene()
         ids = [rc.add_triangles(obj.mesh) for obj in self.objects]
