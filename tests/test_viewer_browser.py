@@ -2,7 +2,8 @@
 it) loads a page made by sparseconv.viz.to_html, draws it with WebGL (SwiftShader, no GPU needed),
 clicks a known point through the page's own click handler and reports what it read back.
 
-The page's test hook: with ``#selftest=I`` in the URL it projects point I, dispatches a click there,
+The page's test hook: with ``#selftest=I`` in the URL it projects point I in its first animation
+frame, dispatches a click there,
 and writes the picked record, the readout text, the pixel under the point and every error caught
 (window errors, console.error, WebGL errors) as JSON into ``<pre id="selftest">``, which
 ``--dump-dom`` prints. The same run takes a ``--screenshot``.
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on PATH (ap
 
 FLAGS = ["--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=900,600"]
+         "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=900,600",
+         "--virtual-time-budget=5000"]  # run the page's first animation frames before dumping the DOM
 CANVAS_WIDTH = 900 - 300  # the panel on the right is 300 px wide
 
 
@@ -71,12 +73,11 @@ def test_viewer_draws_and_a_click_reads_back_the_point(tmp_path):
     assert picked["intensity"] == 0.625 and picked["ring"] == known % 64
     assert picked["labels"] == 1 and picked["labels_name"] == "sidewalk"
     assert "labels_name: sidewalk" in result["readout"] and "intensity: 0.625" in result["readout"]
-    # the pixel under the point has the point's class colour
-    assert result["pixel"] == result["expected"] == list(CLASS_PALETTE["sidewalk"])
-
     # the screenshot is not blank and shows both classes in their colours
     drawn = (np.abs(canvas - BACKGROUND).sum(2) > 12).mean()
-    assert drawn > 0.05, drawn
+    assert drawn > 0.05, (drawn, result)
+    # the pixel under the point has the point's class colour
+    assert result["pixel"] == result["expected"] == list(CLASS_PALETTE["sidewalk"]), result
     for name in ("road", "sidewalk"):
         close = (np.abs(canvas - CLASS_PALETTE[name]).max(2) <= 3).sum()
         assert close > 300, (name, close)
@@ -99,7 +100,7 @@ def test_error_view_paints_wrong_points_red(tmp_path):
     assert result["errors"] == [] and "Uncaught" not in stderr
     picked = result["picked"]
     assert picked["index"] == target and picked["labels_name"] == "road" and picked["prediction_name"] == "sidewalk"
-    assert result["pixel"] == list(WRONG)
+    assert result["pixel"] == list(WRONG), result
     red = (np.abs(canvas - WRONG).max(2) <= 3).sum()
     grey = (np.abs(canvas - RIGHT).max(2) <= 3).sum()
     assert red > 300 and grey > red  # 8 of 20 m of the grid are wrong

@@ -182,12 +182,13 @@ def to_html(
     # scan do not shrink everything else), never larger than the bounding sphere
     plo, phi = np.percentile(local, [1, 99], axis=0)
     centre = (plo + phi) / 2
-    radius = float(min(np.linalg.norm(phi - plo) / 2, np.sqrt(((local - centre) ** 2).sum(1).max())))
+    bound = float(np.sqrt(((local - centre) ** 2).sum(1).max()))  # every point is within this of the centre
+    radius = float(min(np.linalg.norm(phi - plo) / 2, bound))
 
     blob = _Blob()
     meta: Dict = {"title": title or (os.path.basename(source) if source else "point cloud"), "source": source,
                   "total_points": total, "shown_points": int(keep.size), "notes": note, "offset": offset.tolist(),
-                  "sphere": {"centre": centre.tolist(), "radius": radius}, "background": list(BACKGROUND),
+                  "sphere": {"centre": centre.tolist(), "radius": radius, "bound": bound}, "background": list(BACKGROUND),
                   "colormap": _CMAP.astype(int).tolist(), "positions": blob.add(local)}
     if keep.size < total:
         meta["indices"] = blob.add(keep.astype(np.uint32))

@@ -4,8 +4,9 @@
 // Camera: orbit (left drag), pan (right or shift drag), zoom (wheel) around a target, z up.
 // Picking: on click, the CPU projects every visible point and reports the front-most point
 // within a few pixels of the click (coordinates and every attribute).
-// Test hook: window.__viewer; with #selftest=I in the URL the page clicks point I itself
-// and writes what it read back (and any errors) as JSON into <pre id="selftest">.
+// Test hook: window.__viewer; with #selftest=I in the URL the page clicks point I itself (in
+// its first animation frame) and writes what it read back (and any errors) as JSON into
+// <pre id="selftest">.
 (function () {
   "use strict";
   var errors = [];
@@ -103,10 +104,11 @@
       cam.target[2] + cam.distance * Math.sin(cam.pitch)];
   }
   function aspect() { return canvas.clientWidth / Math.max(canvas.clientHeight, 1); }
-  function mvp() {
-    var r = meta.sphere.radius;
-    var near = Math.max(cam.distance - 2 * r, cam.distance * 1e-3), far = cam.distance + 2 * r;
-    return mul(perspective(FOVY, aspect(), near, far), lookAt(eye(), cam.target, [0, 0, 1]));
+  function mvp() {  // clip planes hold every point: none is farther than `bound` from the sphere's centre
+    var e = eye(), s = meta.sphere;
+    var reach = Math.hypot(e[0] - s.centre[0], e[1] - s.centre[1], e[2] - s.centre[2]);
+    var far = reach + s.bound * 1.01 + 1e-6, near = Math.max(reach - s.bound * 1.01, far * 1e-5);
+    return mul(perspective(FOVY, aspect(), near, far), lookAt(e, cam.target, [0, 0, 1]));
   }
   function focalPx() { return canvas.height / 2 / Math.tan(FOVY / 2); }
 
@@ -433,5 +435,5 @@
   window.__viewer = {meta: meta, errors: errors, pick: pick, setMode: setMode, draw: draw, record: record,
     project: function (i) { return project([positions[3 * i], positions[3 * i + 1], positions[3 * i + 2]], mvp()); }};
   var m = /selftest=(\d+)/.exec(location.hash);
-  if (m && gl) selftest(+m[1]);
+  if (m && gl) requestAnimationFrame(function () { draw(); selftest(+m[1]); });  // once the layout has settled
 })();
