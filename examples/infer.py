@@ -13,9 +13,12 @@ voxelized, run through MinkUNet, and each point given its voxel's class. Writes 
   and the class table as ``comment label ID NAME R G B`` lines;
 * ``NAME.labels.npz`` -- ``points``, ``labels`` (predicted), ``scores`` (softmax confidence),
   ``class_names`` and ``class_colors``;
-* ``NAME.labels.png`` -- bird's-eye and perspective views coloured by predicted class.
-
-When the scan has ground-truth labels with the same class ids, it also prints the mIoU.
+* ``NAME.labels.png`` -- bird's-eye and perspective views coloured by predicted class; when
+  the scan has ground-truth labels with the same class ids, ground truth, prediction and
+  error (wrong points red) side by side instead, and the mIoU is printed;
+* ``NAME.labels.html`` -- the scan in an interactive browser viewer (one self-contained
+  page): colour by prediction (and ground truth / error when known), click a point to read
+  its values.
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_segmentation import ALIGN, build_model  # noqa: E402
 
 from sparseconv import io as sio  # noqa: E402
-from sparseconv.metrics import confusion_matrix, mean_iou  # noqa: E402
-from sparseconv.render import render_views, save_png, scan_colors  # noqa: E402
 from sparseconv.engine.voxelize import voxelize  # noqa: E402
+from sparseconv.metrics import confusion_matrix, mean_iou  # noqa: E402
+from sparseconv.viz import render_comparison, render_views, save_png, scan_colors, write_html  # noqa: E402
 
 
 def load_checkpoint(path: str):
@@ -98,9 +101,10 @@ def main(argv=None) -> Dict[str, str]:
         "npz": sio.write_scan(stem + ".npz", scan.points, {"labels": pred, "scores": scores.numpy()},
                               label_names=label_names, label_colors=label_colors),
     }
-    rgb, legend = scan_colors(scan.points, "label", labels=pred, label_names=label_names, label_colors=label_colors)
     subtitle = f"{len(pred):,} points, {seconds:.2f} s"
+    title = f"{os.path.basename(args.scan)}: predicted classes"
     truth = scan.labels
+    compared = None
     if truth is not None and truth.shape == pred.shape:
         known = (truth >= 0) & (truth < len(names))
         if known.any():
@@ -109,9 +113,20 @@ def main(argv=None) -> Dict[str, str]:
             miou = mean_iou(cm)
             subtitle += f", mIoU vs ground truth {100 * miou:.1f}%"
             print(f"mIoU against the scan's own labels: {100 * miou:.1f}%")
-    image = render_views(scan.points, rgb, legend=legend, title=f"{os.path.basename(args.scan)}: predicted classes",
-                         subtitle=subtitle)
+            compared = np.where(known, truth, -1).astype(np.int64)  # -1: no ground truth in this class table
+    if compared is not None:
+        image = render_comparison(scan.points, compared, pred, label_names=label_names, label_colors=label_colors,
+                                  title=title, subtitle=subtitle)
+    else:
+        rgb, legend = scan_colors(scan.points, "label", labels=pred, label_names=label_names, label_colors=label_colors)
+        image = render_views(scan.points, rgb, legend=legend, title=title, subtitle=subtitle)
     written["png"] = save_png(stem + ".png", image)
+    shown = dict(scan.attributes, score=scores.numpy())
+    shown.pop("labels", None)
+    if compared is not None:
+        shown["labels"] = compared
+    written["html"] = write_html(stem + ".html", scan.points, attributes=shown, prediction=pred,
+                                 label_names=label_names, label_colors=label_colors, title=title)
     print(f"labelled {len(pred):,} points in {seconds:.2f} s; wrote " + ", ".join(written.values()))
     return written
 

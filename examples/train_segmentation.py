@@ -53,7 +53,7 @@ from sparseconv.data.synthetic import CLASS_COLORS, SEMANTIC_CLASSES  # noqa: E4
 from sparseconv.distributed import all_reduce_sum, is_main_process, launch  # noqa: E402
 from sparseconv.metrics import confusion_matrix, iou_per_class, mean_iou, overall_accuracy  # noqa: E402
 from sparseconv.models import MinkUNet  # noqa: E402
-from sparseconv.render import render_confusion_matrix, save_png  # noqa: E402
+from sparseconv.viz import render_confusion_matrix, save_png  # noqa: E402
 
 FEATURES = ("xyz", "intensity")
 TRAIN_SEED_BASE = 1_000  # the shipped sample scans (datasets/, seeds 0-2) stay unseen

@@ -154,6 +154,9 @@ def test_demo(work):
         assert fragment in out, fragment
     img = np.asarray(Image.open(work / "demo_out" / "sparseconv_demo.png").convert("RGB"))
     assert img.shape[0] == 640 and (img[40:600, :1280] != (16, 18, 24)).any(2).mean() > 0.05
+    assert img.shape[1] == 3 * 640 + 230  # ground truth, prediction and error panels
+    page = (work / "demo_out" / "sparseconv_demo.html").read_text()
+    assert "sparseconv_demo.html" in out and '"name":"error"' in page and '"name":"prediction"' in page
 
 
 def test_missing_file(work):

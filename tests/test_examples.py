@@ -131,6 +131,8 @@ def test_infer_writes_labelled_scan_and_picture(tmp_path):
 
     with Image.open(written["png"]) as image:
         assert image.size[0] > 600 and image.size[1] > 300
+    page = open(written["html"], encoding="utf-8").read()  # the browser viewer beside the picture
+    assert '"name":"prediction"' in page and '"name":"score"' in page
 
 
 def test_infer_rejects_a_file_that_is_not_a_checkpoint(tmp_path):

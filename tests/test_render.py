@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sparseconv import io as sio
-from sparseconv.render import (
+from sparseconv.viz import (
     BACKGROUND,
     BirdsEyeView,
     PerspectiveCamera,
@@ -148,7 +148,7 @@ def test_save_png_is_atomic(tmp_path):
 
 
 def test_confusion_matrix_picture_shades_cells_by_row_rate():
-    from sparseconv.render import render_confusion_matrix
+    from sparseconv.viz import render_confusion_matrix
 
     cm = np.array([[90, 10, 0], [0, 50, 50], [0, 0, 0]])
     image = render_confusion_matrix(cm, ("a", "b", "c"), cell_size=40)
@@ -167,7 +167,7 @@ def test_confusion_matrix_picture_shades_cells_by_row_rate():
 
 
 def test_long_subtitle_wraps_inside_the_legend_column():
-    from sparseconv.render import BACKGROUND
+    from sparseconv.viz import BACKGROUND
 
     gen = np.random.default_rng(0)
     points = gen.uniform(-10, 10, (500, 3)).astype(np.float32)
@@ -179,3 +179,150 @@ def test_long_subtitle_wraps_inside_the_legend_column():
     one_line = render_views(points, colors, title="scan", subtitle="short", panel_size=200, legend_width=230)
     legend_ink = lambda img: int((img[:, 400:] != np.asarray(BACKGROUND, dtype=np.uint8)).any(2).sum())  # noqa: E731
     assert legend_ink(image) > legend_ink(one_line)
+
+
+# --------------------------------------------------------------------------------------
+# issue 18: palette, truth / prediction / error panel, wrapped names, sparse clouds, framing
+# --------------------------------------------------------------------------------------
+
+def _cielab(rgb):
+    """sRGB (D65) -> CIELAB, written out here from the standard formulas."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_class_palette_tells_the_semantickitti_classes_apart():
+    from sparseconv.viz import CLASS_PALETTE, class_colors
+
+    assert set(sio.SEMANTIC_KITTI_CLASSES) <= set(CLASS_PALETTE)
+    lab = {name: _cielab(rgb) for name, rgb in CLASS_PALETTE.items()}
+    assert np.linalg.norm(lab["road"] - lab["sidewalk"]) > 100  # was ~60 (purple vs magenta)
+    names = sorted(lab)
+    closest = min(np.linalg.norm(lab[a] - lab[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    assert closest > 20
+    # io's SemanticKITTI table and the synthetic street use it
+    np.testing.assert_array_equal(sio.SEMANTIC_KITTI_CLASS_COLORS[8], CLASS_PALETTE["road"])
+    np.testing.assert_array_equal(sio.SEMANTIC_KITTI_CLASS_COLORS[10], CLASS_PALETTE["sidewalk"])
+    np.testing.assert_array_equal(class_colors(["sidewalk", "no-such-class"])[0], CLASS_PALETTE["sidewalk"])
+    # names the palette knows colour labels that bring no colour of their own
+    colors, _ = scan_colors(np.zeros((2, 3)), "label", labels=np.array([7, 9]), label_names={7: "road", 9: "sidewalk"})
+    assert tuple(colors[0]) == CLASS_PALETTE["road"] and tuple(colors[1]) == CLASS_PALETTE["sidewalk"]
+
+
+def test_comparison_panel_shows_truth_prediction_and_wrong_points_in_red():
+    from sparseconv.viz import CLASS_PALETTE, render_comparison
+    from sparseconv.viz.colors import RIGHT, WRONG
+
+    xs, ys = np.meshgrid(np.arange(20) + 0.5, np.arange(20) + 0.5)
+    points = np.stack([xs.ravel(), ys.ravel(), np.zeros(400)], 1)
+    truth = (points[:, 0] > 10).astype(np.int64)              # 0 road on the left, 1 sidewalk on the right
+    prediction = truth.copy()
+    wrong = (points[:, 0] < 10) & (points[:, 1] > 10)           # top-left quarter predicted sidewalk
+    prediction[wrong] = 1
+    S = 200
+    image = render_comparison(points, truth, prediction, label_names={0: "road", 1: "sidewalk"}, panel_size=S)
+    assert image.shape == (S, 3 * S + 230, 3)
+    view = BirdsEyeView.fit(points, S, S)
+    cols, rows = view.project(points)
+    c, r = np.floor(cols).astype(int), np.floor(rows).astype(int)
+    away = (r > 30) & (r < S - 45)  # clear of titles and the scale bar
+    road, sidewalk = CLASS_PALETTE["road"], CLASS_PALETTE["sidewalk"]
+    for i in np.flatnonzero(away):
+        assert tuple(image[r[i], c[i]]) == (sidewalk if truth[i] else road)                # truth
+        assert tuple(image[r[i], S + c[i]]) == (sidewalk if prediction[i] else road)       # prediction
+        assert tuple(image[r[i], 2 * S + c[i]]) == (WRONG if wrong[i] else RIGHT)          # error
+    red = (image[:, 2 * S: 3 * S] == WRONG).all(2)
+    assert red.sum() > 0 and not red[:, : S // 2 - 5][r.max() // 2 + 10:].any()          # no red bottom-left
+    with pytest.raises(ValueError, match="one row per point, got 400, 400 and 3"):
+        render_comparison(points, truth, prediction[:3])
+
+
+def test_long_file_names_wrap_in_the_legend_and_nothing_is_cut():
+    from PIL import ImageFont
+
+    from sparseconv.viz.panels import wrap_text
+
+    name = "sequence_08_velodyne_frame_004071_with_a_very_long_descriptive_suffix.bin"
+    font = ImageFont.load_default(size=16)
+    lines = wrap_text(f"{name} coloured by label", font, 206)
+    assert len(lines) >= 3 and "".join(lines).replace(" ", "") == (name + "colouredbylabel")
+    assert all(font.getlength(line) <= 206 for line in lines)
+    points = np.random.default_rng(0).uniform(-5, 5, (300, 3))
+    colors = np.full((300, 3), 200, np.uint8)
+    image = render_views(points, colors, title=name, panel_size=200, legend_width=230)
+    background = np.asarray(BACKGROUND, np.uint8)
+    assert (image[:, -10:] == background).all()  # the name does not run off the picture
+    ink_rows = (image[:100, 400 + 14: -10] != background).any(2).any(1)
+    text_lines = int(np.sum(ink_rows[1:] & ~ink_rows[:-1]))
+    assert text_lines >= 4  # the title's lines plus the "N points" line
+
+
+def test_a_fifty_point_cloud_is_drawn_with_large_points():
+    from sparseconv.viz.render import MAX_AUTO_RADIUS, auto_radius
+
+    points = np.random.default_rng(1).uniform(-10, 10, (50, 3))
+    colors = np.full((50, 3), 230, np.uint8)
+    S = 320
+    bev, view = render_birdseye(points, colors, S, S)
+    per, camera = render_perspective(points, colors, S, S, fog=0)
+    background = np.asarray(BACKGROUND, np.uint8)
+    cols, rows = view.project(points)
+    radius = auto_radius(cols, rows, S, S)
+    assert 3 <= radius <= MAX_AUTO_RADIUS
+    drawn = (bev != background).any(2)
+    for c, r in zip(np.floor(cols).astype(int), np.floor(rows).astype(int)):
+        assert drawn[max(r - 2, 0): r + 3, max(c - 2, 0): c + 3].all()  # at least a 5 x 5 block per point
+    assert drawn.sum() >= 50 * 25 and (per != background).any(2).sum() >= 50 * 25
+    dense = np.random.default_rng(2).uniform(-10, 10, (200_000, 3))
+    assert auto_radius(*view.project(dense), S, S) == 0  # dense clouds keep 1-pixel points
+
+
+def _bunny_like(seed=0):
+    """A body, a head and two tall thin ears (centimetre scale), as surface samples."""
+    gen = np.random.default_rng(seed)
+
+    def ellipsoid(n, centre, radii):
+        d = gen.normal(size=(n, 3))
+        return centre + radii * d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    return np.concatenate([
+        ellipsoid(3000, [0.0, 0.0, 0.05], [0.07, 0.05, 0.05]),
+        ellipsoid(1000, [0.06, 0.0, 0.11], [0.03, 0.03, 0.03]),
+        ellipsoid(400, [0.065, 0.012, 0.18], [0.006, 0.01, 0.05]),
+        ellipsoid(400, [0.055, -0.012, 0.18], [0.006, 0.01, 0.05]),
+    ])
+
+
+def test_perspective_view_frames_the_whole_object():
+    points = _bunny_like()
+    S = 320
+    camera = PerspectiveCamera.looking_at(points, S, S)
+    cols, rows, depth = camera.project(points)
+    assert (depth > 0).all()
+    assert cols.min() >= 0 and cols.max() < S and rows.min() >= 0 and rows.max() < S  # nothing cropped
+    # and it is close: the object spans most of the frame in one direction
+    assert max(cols.max() - cols.min(), rows.max() - rows.min()) > 0.85 * S
+    colors = np.full((points.shape[0], 3), 230, np.uint8)
+    picture = render_views(points, colors, panel_size=S)
+    panel = (picture[:, S + 1: 2 * S] != np.asarray(BACKGROUND, np.uint8)).any(2)
+    assert not panel[:, 0].any() and not panel[:, -1].any() and not panel[-1].any()  # no ink at the edges
+    # the fit is never looser than the bounding sphere's
+    centre = (points.min(0) + points.max(0)) / 2
+    sphere_distance = np.linalg.norm(points - centre, axis=1).max() / np.sin(np.radians(30))
+    assert np.linalg.norm(np.subtract(camera.eye, camera.target)) <= 1.04 * sphere_distance
+
+
+def test_old_render_module_warns_and_still_works():
+    import importlib
+    import sys
+
+    sys.modules.pop("sparseconv.render", None)
+    with pytest.warns(DeprecationWarning, match="sparseconv.render is deprecated; import from sparseconv.viz"):
+        old = importlib.import_module("sparseconv.render")
+    from sparseconv import viz
+
+    assert old.render_views is viz.render_views and old.scan_colors is viz.scan_colors

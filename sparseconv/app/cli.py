@@ -4,9 +4,10 @@
     sparseconv info scan.ply
     sparseconv voxelize scans/*.bin --voxel-size 0.05 -o voxels/
     sparseconv view scan.bin --color label -o scan.png
+    sparseconv view scan.bin --html scan.html         # interactive viewer, one self-contained page
     sparseconv check --quick
 
-This module parses arguments and maps errors to exit codes; :mod:`.commands` runs each
+This module parses arguments and maps errors to exit codes; :mod:`.commands` (and :mod:`.view`) run each
 subcommand. Exit codes: 0 success; 1 a check failed; 2 bad arguments or input (missing
 file, unreadable or hostile scan, bad value, an output that would overwrite an input or
 an existing file without ``--force``, a missing optional package); 3 a fault in the
@@ -30,7 +31,8 @@ import numpy as np
 from ..io.atomic import remove_partial_files
 from ..io.files import DEFAULT_MAX_BYTES
 from ..io.registry import FORMATS
-from .commands import cmd_check, cmd_demo, cmd_info, cmd_view, cmd_voxelize, one_line
+from .commands import cmd_check, cmd_demo, cmd_info, cmd_voxelize, one_line
+from .view import cmd_view
 from .errors import (
     BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -46,7 +48,7 @@ __all__ = ["main", "build_parser", "CliError", "EXIT_OK", "EXIT_CHECK_FAILED", "
            "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 PROG = "sparseconv"
-COLOR_CHOICES = ("auto", "height", "intensity", "label", "rgb")
+COLOR_CHOICES = ("auto", "height", "intensity", "label", "rgb", "prediction", "error")
 DEFAULT_INFO_SIZES = (0.05, 0.1, 0.2, 0.5)
 INPUT_FORMATS = tuple(sorted(name for name, f in FORMATS.items() if f.reader is not None and f.holds_points))
 
@@ -209,19 +211,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no per-file lines, no progress bar")
     _reading_options(p, format_alias=False)
 
-    p = add("view", "picture a scan (a window with a display, else a PNG)",
-            "Show a scan in an Open3D window when a display is present (DISPLAY or WAYLAND_DISPLAY is set) and\n"
-            "no -o is given; otherwise render a PNG headless: a bird's-eye and a perspective view, coloured as\n"
-            "asked, with a legend. Without -o the PNG is ./STEM.png (STEM: the scan's file name); an existing\n"
-            "PNG needs --force.", cmd_view)
+    p = add("view", "picture a scan (browser page with --html, a window with a display, else a PNG)",
+            "With --html OUT.html, write one self-contained page (no network needed) with an interactive WebGL\n"
+            "viewer: orbit/pan/zoom, colour modes, click a point to read its values, layers for voxels, ground\n"
+            "truth / prediction / error and KITTI boxes. Otherwise show the scan in an Open3D window when a\n"
+            "display is present (DISPLAY or WAYLAND_DISPLAY is set) and no -o is given, or render a PNG headless:\n"
+            "a bird's-eye and a perspective view with a legend (with --prediction: ground truth, prediction and\n"
+            "error panels). Without -o the PNG is ./STEM.png (STEM: the scan's file name); an existing PNG or\n"
+            "page needs --force.", cmd_view)
     p.add_argument("file", metavar="FILE", help="the scan")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="S", help="show voxel centres at this size")
     p.add_argument("--color", choices=COLOR_CHOICES, default="auto",
-                   help="colour by height, intensity, label or rgb (default auto: label, else rgb, else intensity, else height)")
+                   help="colour by height, intensity, label, rgb, prediction or error (the last two need --prediction; "
+                        "default auto: prediction, else label, else rgb, else intensity, else height)")
     p.add_argument("-o", "--output", default=None, metavar="PICTURE.png", help="write a PNG here (no window)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing PNG")
+    p.add_argument("--force", action="store_true", help="overwrite an existing PNG or page")
     p.add_argument("--size", type=_image_size, default=640, metavar="PX", help="panel size in pixels (default 640)")
     p.add_argument("--headless", action="store_true", help="never open a window")
+    p.add_argument("--html", default=None, metavar="OUT.html",
+                   help="write the interactive browser viewer here (no window; a PNG only if -o is given too)")
+    p.add_argument("--prediction", default=None, metavar="FILE",
+                   help="predicted labels, one per point: a scan file with labels (e.g. infer.py's .labels.npz) "
+                        "or a .label file; adds the prediction and error views")
+    p.add_argument("--boxes", default=None, metavar="LABEL.txt", help="KITTI label_2 file: object boxes (with --html)")
+    p.add_argument("--calib", default=None, metavar="CALIB.txt",
+                   help="KITTI calib file placing --boxes in the LiDAR frame (without it: axes turned, no offset)")
     _reading_options(p, format_alias=True)
 
     p = add("check", "dense-vs-sparse equivalence of every op, as a table",
@@ -238,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "the main job on built-in data: scan -> voxels -> sparse U-Net -> picture",
             "Simulate a 64-beam street scan (or read --input), voxelize it, fit a small sparse U-Net to the scan's\n"
             "labels for a few steps, run a timed forward pass with a per-layer summary, and write a PNG of the\n"
-            "scan coloured by the network's prediction (sparseconv_demo.png in --output-dir).", cmd_demo)
-    p.add_argument("--output-dir", default=".", metavar="DIR", help="where the PNG goes (default: .)")
+            "scan coloured by the network's prediction beside its ground truth and errors (sparseconv_demo.png\n"
+            "in --output-dir) and the same as an interactive browser page (sparseconv_demo.html).", cmd_demo)
+    p.add_argument("--output-dir", default=".", metavar="DIR", help="where the PNG and HTML go (default: .)")
     p.add_argument("--input", default=None, metavar="FILE", help="use this scan instead of a simulated one")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="scan and weight seed (default 0)")
     p.add_argument("--voxel-size", type=_positive_float, default=0.1, metavar="S", help="voxel size in metres (default 0.1)")

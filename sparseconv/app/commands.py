@@ -6,13 +6,10 @@ import os
 import sys
 import time
 
-import numpy as np
-
-from .display import has_display, open_window
 from .errors import BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, CliError
-from .outputs import check_new_file, plan_outputs
+from .outputs import plan_outputs
 
-__all__ = ["cmd_info", "cmd_voxelize", "cmd_view", "cmd_check", "cmd_demo", "read_options", "fmt_size"]
+__all__ = ["cmd_info", "cmd_voxelize", "cmd_check", "cmd_demo", "read_options", "fmt_size"]
 
 PROG = "sparseconv"
 
@@ -98,88 +95,6 @@ def cmd_voxelize(args) -> int:
               f"in {time.perf_counter() - t_start:.2f} s")
     if failed:
         raise CliError(f"{failed} of {len(files)} files failed (see the errors above)")
-    return EXIT_OK
-
-
-# --------------------------------------------------------------------------------------
-# view
-# --------------------------------------------------------------------------------------
-
-def _view_data(scan, voxel_size):
-    """(points, intensity, labels, colors) -- per point, or per voxel with --voxel-size."""
-    if voxel_size is None:
-        return scan.points, scan.intensity, scan.labels, scan.colors
-    import torch
-
-    from ..data.datasets import majority_labels
-    from ..engine.voxelize import voxelize
-
-    pts = torch.from_numpy(np.ascontiguousarray(scan.points))
-    feats = []
-    if scan.intensity is not None:
-        feats.append(torch.from_numpy(scan.intensity.astype(np.float32))[:, None])
-    if scan.colors is not None:
-        feats.append(torch.from_numpy(scan.colors.astype(np.float32)))
-    try:
-        vox = voxelize(pts, voxel_size, feats=torch.cat(feats, 1) if feats else None, drop_invalid=True)
-    except ValueError as exc:  # the points do not fit a grid at this voxel size
-        raise CliError(f"{scan.path}: {exc}") from None
-    centres = vox.tensor.voxel_centers().numpy()
-    out = vox.tensor.feats.numpy()
-    col = 0
-    intensity = colors = labels = None
-    if scan.intensity is not None:
-        intensity = out[:, col]
-        col += 1
-    if scan.colors is not None:
-        colors = np.clip(np.rint(out[:, col: col + 3]), 0, 255).astype(np.uint8)
-    if scan.labels is not None:
-        labels = majority_labels(vox.point_to_voxel, torch.from_numpy(scan.labels), len(vox.tensor)).numpy()
-    return centres, intensity, labels, colors
-
-
-def _pick_color(scan, requested: str) -> str:
-    if requested != "auto":
-        need = {"intensity": scan.intensity, "label": scan.labels, "rgb": scan.colors}
-        if requested in need and need[requested] is None:
-            have = [m for m, v in (("intensity", scan.intensity), ("label", scan.labels), ("rgb", scan.colors)) if v is not None]
-            what = {"label": "labels", "rgb": "RGB colours", "intensity": "intensity"}[requested]
-            raise CliError(f"{scan.path}: has no {what} to colour by; use --color {'|'.join(['height'] + have)}")
-        return requested
-    for mode, value in (("label", scan.labels), ("rgb", scan.colors), ("intensity", scan.intensity)):
-        if value is not None:
-            return mode
-    return "height"
-
-
-def cmd_view(args) -> int:
-    from ..io import read_scan
-    from ..render import render_views, save_png, scan_colors
-
-    window = args.output is None and not args.headless and has_display()
-    out = args.output or (os.path.splitext(os.path.basename(args.file))[0] + ".png")
-    if not window:
-        if not out.lower().endswith(".png"):
-            raise CliError(f"{out}: the picture is written as PNG; name it *.png")
-        check_new_file(out, [args.file], args.force)
-    scan = read_scan(args.file, **read_options(args))
-    mode = _pick_color(scan, args.color)
-    points, intensity, labels, colors = _view_data(scan, args.voxel_size)
-    rgb, legend = scan_colors(points, "label" if mode == "label" else mode, intensity=intensity, labels=labels,
-                              colors=colors, label_names=scan.label_names, label_colors=scan.label_colors)
-    what = f"{len(points):,} voxels at {fmt_size(args.voxel_size)} m" if args.voxel_size else f"{len(points):,} points"
-    title = f"{os.path.basename(args.file)} coloured by {mode}"
-    if window:
-        if open_window(points, rgb, title):
-            return EXIT_OK
-        print(f"{PROG}: could not open a window; rendering a PNG instead", file=sys.stderr)
-        check_new_file(out, [args.file], args.force)
-    t0 = time.perf_counter()
-    size = None if args.voxel_size is None else float(np.max(args.voxel_size))
-    image = render_views(points, rgb, legend=legend, title=title, subtitle=what, panel_size=args.size, point_size=size)
-    save_png(out, image)
-    print(f"{args.file}: {what}, coloured by {mode} -> {out} ({image.shape[1]}x{image.shape[0]}, "
-          f"{time.perf_counter() - t0:.2f} s)")
     return EXIT_OK
 
 

@@ -5,7 +5,8 @@ small sparse U-Net (:class:`DemoUNet`) to the scan's labels for a few optimiser 
 the picture shows what the network learned rather than the noise of random weights;
 ``steps=0`` runs the untrained network), runs one timed forward pass with a forward hook
 on every layer (:func:`layer_summary`), and writes a PNG of the scan coloured by the
-predicted class.
+predicted class (ground truth, prediction and error panels when the scan has labels) and,
+next to it, the same scan as an interactive browser page (:func:`sparseconv.viz.write_html`).
 """
 from __future__ import annotations
 
@@ -133,13 +134,14 @@ class DemoResult:
     timings: Dict[str, float]
     summary: List[LayerStat]
     picture: str
+    page: str = ""
     accuracy: Optional[float] = None
     class_names: Tuple[str, ...] = ()
     losses: List[float] = field(default_factory=list)
 
 
 def _load_input(path: Optional[str], seed: int):
-    """(points, feats, labels or None, class names, class colours, source description)."""
+    """(points, feats, labels or None, class names, class colours, source description, attributes to show)."""
     if path is None:
         from .._optional import require
 
@@ -148,8 +150,10 @@ def _load_input(path: Optional[str], seed: int):
 
         scan = generate_lidar_scan(seed)
         colors = {i: tuple(int(c) for c in rgb) for i, rgb in enumerate(scan.class_colors)}
-        return (scan.points, scan.features(), scan.labels.astype(np.int64), tuple(scan.class_names), colors,
-                f"simulated 64-beam street scan (seed {seed})")
+        labels = scan.labels.astype(np.int64)
+        shown = {"intensity": scan.intensity, "labels": labels, "ring": scan.ring}
+        return (scan.points, scan.features(), labels, tuple(scan.class_names), colors,
+                f"simulated 64-beam street scan (seed {seed})", shown)
     from .. import io as sio
 
     scan = sio.read_scan(path)
@@ -162,7 +166,8 @@ def _load_input(path: Optional[str], seed: int):
         lookup = scan.label_names or {}
         class_names = tuple(lookup.get(int(i), str(int(i))) for i in ids)
         colors = {k: tuple(scan.label_colors[int(i)]) for k, i in enumerate(ids) if scan.label_colors and int(i) in scan.label_colors}
-    return scan.points, feats, labels, class_names, colors, path
+    shown = dict(scan.attributes, **({"labels": labels} if labels is not None else {}))
+    return scan.points, feats, labels, class_names, colors, path, shown
 
 
 def run_demo(
@@ -177,12 +182,12 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the demo; see the module docstring. ``log`` receives each progress line."""
-    from ..render import render_views, save_png, scan_colors
+    from ..viz import render_comparison, render_views, save_png, scan_colors, write_html
 
     torch.manual_seed(seed)
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
-    points, feats_np, labels_np, class_names, class_colors, source = _load_input(input, seed)
+    points, feats_np, labels_np, class_names, class_colors, source, shown = _load_input(input, seed)
     timings["load"] = time.perf_counter() - t0
     log(f"scan: {source}: {len(points):,} points ({timings['load']:.2f} s)")
 
@@ -243,14 +248,21 @@ def run_demo(
         log(f"per-point accuracy against the scan's labels: {100 * accuracy:.1f}%{fitted}")
     names = class_names or tuple(f"class {i}" for i in range(num_classes))
     t0 = time.perf_counter()
-    colors, legend = scan_colors(points, "label", labels=pred, label_names=dict(enumerate(names)),
-                                 label_colors=class_colors or None)
-    legend.title = "predicted class"
     title = "sparseconv demo: prediction" + (f" ({100 * accuracy:.0f}% of points right)" if accuracy is not None else "")
-    image = render_views(points, colors, legend=legend, title=title)
+    if labels_np is not None:
+        image = render_comparison(points, labels_np, pred, label_names=dict(enumerate(names)),
+                                  label_colors=class_colors or None, title=title)
+    else:
+        colors, legend = scan_colors(points, "label", labels=pred, label_names=dict(enumerate(names)),
+                                     label_colors=class_colors or None)
+        legend.title = "predicted class"
+        image = render_views(points, colors, legend=legend, title=title)
     os.makedirs(output_dir, exist_ok=True)
     picture = save_png(os.path.join(output_dir, picture_name), image)
+    page = write_html(os.path.join(output_dir, os.path.splitext(picture_name)[0] + ".html"), points,
+                      attributes=shown, prediction=pred, label_names=dict(enumerate(names)),
+                      label_colors=class_colors or None, voxel_size=voxel_size, title=title)
     timings["render"] = time.perf_counter() - t0
-    log(f"picture: {picture} ({timings['render']:.2f} s)")
-    return DemoResult(source, len(points), len(st), st.spatial_shape, timings, stats, picture, accuracy,
+    log(f"picture: {picture}; browser viewer: {page} ({timings['render']:.2f} s)")
+    return DemoResult(source, len(points), len(st), st.spatial_shape, timings, stats, picture, page, accuracy,
                       tuple(names), losses)

@@ -1,9 +1,10 @@
 """Data sources for sparseconv: synthetic, sensor-modelled point clouds for tests and benchmarks, and
 datasets over the standard on-disk layouts (SemanticKITTI, folders of PLY scans) with a batching collate.
 
-The synthetic generators need Open3D; they are imported on first use (``from sparseconv.data
-import generate_lidar_scan`` works as usual), so reading datasets from disk does not pay
-for importing Open3D.
+The synthetic generators (:mod:`sparseconv.data.synthetic` gathers them from ``meshes``,
+``scene``, ``street``, ``lidar`` and ``indoor``) are imported on first use (``from
+sparseconv.data import generate_lidar_scan`` works as usual), and ray casting imports
+Open3D only when a scan is cast, so reading datasets from disk pays for neither.
 """
 from .datasets import (
     CloudBatch,

@@ -6,6 +6,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from ..viz.colors import class_colors
+
 __all__ = [
     "SEMANTIC_KITTI_LABELS",
     "SEMANTIC_KITTI_CLASSES",
@@ -40,17 +42,9 @@ SEMANTIC_KITTI_LEARNING_MAP: Dict[int, int] = {
     80: 17, 81: 18, 99: -1, 252: 0, 253: 6, 254: 5, 255: 7, 256: 4, 257: 4, 258: 3, 259: 4,
 }
 
-#: RGB per entry of :data:`SEMANTIC_KITTI_CLASSES` (Cityscapes-like, matching the synthetic
-#: generator's palette for the classes both have).
-SEMANTIC_KITTI_CLASS_COLORS: np.ndarray = np.array(
-    [
-        [0, 0, 142], [119, 11, 32], [0, 0, 230], [0, 0, 70], [0, 60, 100], [220, 20, 60],
-        [255, 0, 0], [180, 0, 90], [128, 64, 128], [250, 170, 160], [244, 35, 232],
-        [81, 0, 81], [70, 70, 70], [190, 153, 153], [107, 142, 35], [135, 90, 40],
-        [152, 251, 152], [153, 153, 153], [220, 220, 0],
-    ],
-    dtype=np.uint8,
-)
+#: RGB per entry of :data:`SEMANTIC_KITTI_CLASSES`: the palette of :mod:`sparseconv.viz.colors`
+#: (designed for these classes; the synthetic street uses it too).
+SEMANTIC_KITTI_CLASS_COLORS: np.ndarray = class_colors(SEMANTIC_KITTI_CLASSES)
 SEMANTIC_KITTI_CLASS_COLORS.flags.writeable = False
 
 
