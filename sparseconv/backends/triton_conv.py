@@ -30,7 +30,9 @@ Supported (:func:`supports`): CUDA tensors, or CPU tensors under Triton's interp
 (``TRITON_INTERPRET=1``, how the tests prove it on a machine without a GPU); float32, float16,
 bfloat16; injective maps; no ``pair_weights`` (deformable and dynamic convolutions stay on the torch
 path); fewer than 2**31 rows. Kernels are compiled (or wrapped for the interpreter) on first use,
-per mode, so whether ``TRITON_INTERPRET`` was set when this module was imported does not matter.
+per mode, and use Triton builtins only (no ``@triton.jit`` library functions such as ``tl.zeros``,
+which Triton decorates for one mode when it is imported): so the interpreter runs them whether or not
+``TRITON_INTERPRET`` was set before ``triton`` was imported.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def _implicit_gemm_kernel(
     rows = tl.load(order_ptr + positions, mask=row_ok, other=0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < c_out
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.full([BLOCK_M, BLOCK_N], 0.0, tl.float32)
     count = tl.load(tile_counts_ptr + tile)
     for j in range(0, count):
         k = tl.load(tile_offsets_ptr + tile * kernel_volume + j)
@@ -129,14 +131,14 @@ def _weight_grad_kernel(
     k = tl.program_id(0) // num_splits
     split = tl.program_id(0) % num_splits
     group = tl.program_id(2)
-    blocks_co = tl.cdiv(c_out, BLOCK_CO)
+    blocks_co = (c_out + BLOCK_CO - 1) // BLOCK_CO
     ci = (tl.program_id(1) // blocks_co) * BLOCK_CI + tl.arange(0, BLOCK_CI)
     co = (tl.program_id(1) % blocks_co) * BLOCK_CO + tl.arange(0, BLOCK_CO)
     ci_ok = ci < c_in
     co_ok = co < c_out
     start = tl.load(bounds_ptr + k) + split * split_size
     stop = tl.minimum(tl.load(bounds_ptr + k + 1), start + split_size)
-    acc = tl.zeros([BLOCK_CI, BLOCK_CO], dtype=tl.float32)
+    acc = tl.full([BLOCK_CI, BLOCK_CO], 0.0, tl.float32)
     for p0 in range(start, stop, BLOCK_P):
         pairs = p0 + tl.arange(0, BLOCK_P)
         pair_ok = pairs < stop
@@ -162,7 +164,7 @@ def _sum_splits_kernel(partial_ptr, out_ptr, num_splits, numel, BLOCK: tl.conste
     """``out[e] = partial[0, e] + partial[1, e] + ...`` left to right, rounded once to ``out``'s type."""
     elems = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = elems < numel
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    acc = tl.full([BLOCK], 0.0, tl.float32)
     for s in range(0, num_splits):
         acc += tl.load(partial_ptr + s * numel + elems, mask=ok, other=0.0)
     tl.store(out_ptr + elems, acc.to(out_ptr.dtype.element_ty), mask=ok)
