@@ -10,8 +10,8 @@ setup(
     packages=find_packages(include=["sparseconv", "sparseconv.*"]),
     install_requires=["torch>=2.1", "numpy", "scipy", "tqdm", "pillow"],
     extras_require={
-        "test": ["pytest>=7", "open3d>=0.18", "laspy", "numba>=0.60", "triton>=3.0"],
-        "gpu": ["triton>=3.0"],
+        "test": ["pytest>=7", "open3d>=0.18", "laspy", "numba>=0.60", "triton>=3.0; platform_system == 'Linux'"],
+        "gpu": ["triton>=3.0; platform_system == 'Linux'"],
         "fast": ["numba>=0.60"],
         "io": ["open3d>=0.18"],
         "las": ["laspy[lazrs]"],
