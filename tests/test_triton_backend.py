@@ -3,7 +3,8 @@ dtype and every geometry family; it is deterministic, and its arguments and limi
 
 No GPU is needed: the kernels run in Triton's interpreter on CPU tensors. The interpreter is switched
 on per test (``TRITON_INTERPRET=1`` through ``monkeypatch``, read by the backend at each call), so the
-rest of the suite and the compiled kernels of a CUDA run are untouched by it.
+rest of the suite is untouched by it. Where a GPU is, the main checks run again compiled on CUDA
+tensors (``device`` parameter, marked ``cuda``).
 """
 import dataclasses
 
@@ -19,9 +20,16 @@ from sparseconv.kernel_map import KernelMapKey  # noqa: E402
 from sparseconv.testing import random_sparse_tensor  # noqa: E402
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
 @pytest.fixture(autouse=True)
-def interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def interpreter(request, monkeypatch):
+    """CPU tests run the kernels in Triton's interpreter, CUDA tests compiled."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    else:
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
 
 
 SUBM = KernelMapKey("submanifold", (3, 3, 3))
@@ -47,11 +55,12 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2)}
 
 
-def _case(key, inverse, groups, c_in, c_out, empty=(), seed=0, shape=(6, 6, 6), density=0.2, batch_size=3):
+def _case(key, inverse, groups, c_in, c_out, empty=(), seed=0, shape=(6, 6, 6), density=0.2, batch_size=3,
+          device="cpu"):
     x = random_sparse_tensor(
         shape, groups * c_in, batch_size=batch_size, density=density, empty_batches=empty,
         dtype=torch.float32, seed=seed,
-    )
+    ).to(device)
     kmap = x.coordinate_set.kernel_map(key)
     if inverse:  # the inverse map sends the coarse output back to the input sites
         kmap = kmap.transpose()
@@ -59,7 +68,7 @@ def _case(key, inverse, groups, c_in, c_out, empty=(), seed=0, shape=(6, 6, 6), 
     else:
         x_feats = x.feats
     weight = torch.randn(kmap.kernel_volume, groups, c_in, c_out, generator=torch.Generator().manual_seed(seed + 1))
-    return x_feats, weight, kmap
+    return x_feats.to(device), weight.to(device), kmap
 
 
 def _run(feats, weight, kmap, backend, dtype, grad_seed=7, **kwargs):
@@ -67,7 +76,7 @@ def _run(feats, weight, kmap, backend, dtype, grad_seed=7, **kwargs):
     weight = weight.to(dtype).requires_grad_()
     out = gather_gemm_scatter(feats, weight, kmap, backend=backend, **kwargs)
     assert out.dtype == dtype
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(dtype)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.device, dtype)
     grad_feats, grad_weight = torch.autograd.grad(out, (feats, weight), grad)
     assert grad_feats.dtype == dtype and grad_weight.dtype == dtype
     return out.detach(), grad_feats, grad_weight
@@ -78,21 +87,23 @@ def _reference(feats, weight, kmap, dtype, grad_seed=7):
     feats64 = feats.to(dtype).double().requires_grad_()
     weight64 = weight.to(dtype).double().requires_grad_()
     out = gather_gemm_scatter(feats64, weight64, kmap, backend="torch")
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(dtype).double()
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.device, dtype).double()
     return (out.detach(), *torch.autograd.grad(out, (feats64, weight64), grad))
 
 
 def _assert_close(actual, expected, dtype, what):
     rtol, atol = TOL[dtype]
+    actual, expected = actual.cpu(), expected.cpu()
     scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
     torch.testing.assert_close(actual.double(), expected, rtol=rtol, atol=atol * scale, msg=lambda m: f"{what}: {m}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_matches_torch_path(family, dtype):
+def test_matches_torch_path(family, dtype, device):
     key, inverse, groups, c_in, c_out, empty = FAMILIES[family]
-    feats, weight, kmap = _case(key, inverse, groups, c_in, c_out, empty)
+    feats, weight, kmap = _case(key, inverse, groups, c_in, c_out, empty, device=device)
     assert kmap.num_pairs > 0 and kmap.num_outputs > triton_conv._BLOCK_M_INTERPRETED  # several tiles
     got = _run(feats, weight, kmap, "triton", dtype)
     expected = _reference(feats, weight, kmap, dtype)
@@ -100,12 +111,13 @@ def test_matches_torch_path(family, dtype):
         _assert_close(a, e, dtype, name)
     if dtype == torch.float32:  # and against the torch path in the same precision
         for a, e in zip(got, _run(feats, weight, kmap, "torch", dtype)):
-            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5 * max(1.0, float(e.abs().max())))
+            torch.testing.assert_close(a.cpu(), e.cpu(), rtol=1e-5, atol=1e-5 * max(1.0, float(e.abs().max())))
 
 
-def test_wide_channels_span_several_blocks():
+@pytest.mark.parametrize("device", DEVICES)
+def test_wide_channels_span_several_blocks(device):
     """Channels beyond one block of input channels (32) and of output channels (64)."""
-    feats, weight, kmap = _case(SUBM, False, 1, 40, 72, density=0.1, shape=(5, 5, 5), batch_size=2)
+    feats, weight, kmap = _case(SUBM, False, 1, 40, 72, density=0.1, shape=(5, 5, 5), batch_size=2, device=device)
     for a, e in zip(_run(feats, weight, kmap, "triton", torch.float32), _reference(feats, weight, kmap, torch.float32)):
         _assert_close(a, e, torch.float32, "wide")
 
@@ -146,16 +158,19 @@ def test_plan_reproduces_the_map_and_skips_only_unreached_offsets():
     assert masks == sorted(masks, reverse=True)  # rows sorted by offset mask: equal masks adjacent
 
 
-def test_deterministic_bitwise():
-    feats, weight, kmap = _case(SUBM, False, 2, 3, 4)
-    first = _run(feats, weight, kmap, "triton", torch.float16)
-    second = _run(feats, weight, kmap, "triton", torch.float16)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_deterministic_bitwise(device, dtype):
+    feats, weight, kmap = _case(SUBM, False, 2, 3, 4, device=device)
+    first = _run(feats, weight, kmap, "triton", dtype)
+    second = _run(feats, weight, kmap, "triton", dtype)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
 
 
-def test_allow_tf32_runs_and_is_validated():
-    feats, weight, kmap = _case(SUBM, False, 1, 4, 4)
+@pytest.mark.parametrize("device", DEVICES)
+def test_allow_tf32_runs_and_is_validated(device):
+    feats, weight, kmap = _case(SUBM, False, 1, 4, 4, device=device)
     got = _run(feats, weight, kmap, "triton", torch.float32, allow_tf32=True)
     for a, e in zip(got, _reference(feats, weight, kmap, torch.float32)):
         _assert_close(a, e, torch.bfloat16, "tf32")  # TF32 keeps 10 mantissa bits: bfloat16-level bound
