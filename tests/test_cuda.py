@@ -18,7 +18,7 @@ from sparseconv import voxelize
 from sparseconv.compat import spconv
 from sparseconv.data import generate_lidar_scan
 from sparseconv.kernel_map import KernelMapKey
-from sparseconv.models import minkunet14, second_backbone
+from sparseconv.models import minkunet14, second_backbone, voxelize_in_range
 from sparseconv.testing import random_sparse_tensor
 
 pytestmark = pytest.mark.cuda
@@ -61,6 +61,17 @@ def test_voxelize_on_the_gpu_equals_the_cpu():
     assert gpu.tensor.spatial_shape == cpu.tensor.spatial_shape and gpu.tensor.origin == cpu.tensor.origin
     assert torch.equal(gpu.point_to_voxel.cpu(), cpu.point_to_voxel)
     _assert_close(gpu.tensor.feats, cpu.tensor.feats, 1e-6, "mean features")  # summation order may differ
+
+
+def test_voxelize_in_range_on_the_gpu_equals_the_cpu():
+    scan = generate_lidar_scan(1, num_beams=16, horizontal_resolution=512)
+    points, feats = torch.from_numpy(scan.points), torch.from_numpy(scan.features())
+    detection_range, voxel = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.2), (0.1, 0.1, 0.2)
+    cpu = voxelize_in_range(points, voxel, detection_range, feats)
+    gpu = voxelize_in_range(points.to(DEVICE), voxel, detection_range, feats.to(DEVICE))
+    assert gpu.device.type == DEVICE and gpu.spatial_shape == cpu.spatial_shape == (1024, 1024, 41)
+    assert torch.equal(gpu.coords.cpu(), cpu.coords)
+    _assert_close(gpu.feats, cpu.feats, 1e-6, "mean features")
 
 
 def test_auto_runs_the_triton_backend_on_cuda_tensors(monkeypatch):
