@@ -32,11 +32,18 @@ the order of every floating-point addition is fixed by the map.
 Backends (the ``backend=`` argument of :func:`gather_gemm_scatter`): ``"torch"`` is the code in
 this module, the reference. ``"numba"`` is :mod:`sparseconv.backends.numba_cpu`, a fused
 gather-GEMM-scatter kernel compiled with numba (optional dependency) for CPU float32/float64
-injective maps without pair weights; it raises if numba is missing or the case is unsupported.
-``"auto"`` (default) takes numba where it is installed and supports the case (on the 2-core CI
-machine its forward took 0.25-0.53x and its backward 0.27-0.58x of the torch path's time at 16-64
-channels, ``benchmarks/bench_backends.py``), else torch.
-Both are deterministic; they agree to rounding, not bitwise (different summation order).
+injective maps without pair weights. ``"triton"`` is :mod:`sparseconv.backends.triton_conv`, an
+output-stationary implicit GEMM in Triton (optional dependency) for CUDA float32/float16/bfloat16
+injective maps without pair weights (deformable and dynamic convolutions stay on the torch path):
+float16/bfloat16 are computed natively with float32 accumulation, float32 with exact products unless
+``allow_tf32=True``; CPU tensors are accepted only under Triton's interpreter (``TRITON_INTERPRET=1``,
+how it is tested without a GPU). An explicitly named backend raises if it is missing or the case is
+unsupported. ``"auto"`` (default) takes triton for CUDA tensors where it imports and supports the case,
+numba for CPU tensors where it is installed and supports the case (on the 2-core CI machine its forward
+took 0.25-0.53x and its backward 0.27-0.58x of the torch path's time at 16-64 channels,
+``benchmarks/bench_backends.py``), else torch. No GPU has measured the triton backend yet
+(``benchmarks/bench_gpu.py`` is ready to). All are deterministic, with no float atomics; they agree
+to rounding, not bitwise (different summation order).
 Double backward (``create_graph=True``) always differentiates through the torch path's backward.
 """
 from __future__ import annotations
