@@ -28,7 +28,7 @@ tensor cores), float16 and bfloat16 (tensor cores), all accumulated in float32 a
 
 Supported (:func:`supports`): CUDA tensors, or CPU tensors under Triton's interpreter
 (``TRITON_INTERPRET=1``, how the tests prove it on a machine without a GPU); float32, float16,
-bfloat16; injective maps; no ``pair_weights`` (deformable and dynamic convolutions stay on the torch
+bfloat16 (on compute capability 8.0 or newer); injective maps; no ``pair_weights`` (deformable and dynamic convolutions stay on the torch
 path); fewer than 2**31 rows. Kernels are compiled (or wrapped for the interpreter) on first use,
 per mode, and use Triton builtins only (no ``@triton.jit`` library functions such as ``tl.zeros``,
 which Triton decorates for one mode when it is imported): so the interpreter runs them whether or not
@@ -60,10 +60,13 @@ def interpreting() -> bool:
 
 def supports(feats, weight, kernel_map, pair_weights=None) -> bool:
     """Cases this backend computes: CUDA tensors (CPU tensors only under the interpreter), float32,
-    float16 or bfloat16, an injective map, no ``pair_weights`` (those fall back to the torch path),
-    and fewer than 2**31 rows."""
+    float16 or bfloat16 (bfloat16 on GPUs of compute capability 8.0 or newer), an injective map, no
+    ``pair_weights`` (those fall back to the torch path), and fewer than 2**31 rows."""
     device = feats.device
-    on_device = device.type == "cuda" or (device.type == "cpu" and interpreting())
+    if device.type == "cuda":
+        on_device = feats.dtype != torch.bfloat16 or torch.cuda.get_device_capability(device)[0] >= 8
+    else:
+        on_device = device.type == "cpu" and interpreting()
     return (
         pair_weights is None
         and on_device
