@@ -227,3 +227,12 @@ def test_missing_triton_is_reported(monkeypatch):
         gather_gemm_scatter(feats, weight, kmap, backend="triton")
     out = gather_gemm_scatter(feats, weight, kmap)  # auto falls back silently only where triton was optional
     assert out.shape == (kmap.num_outputs, 4)
+
+
+def test_autocast_inputs_run_natively_in_the_autocast_dtype():
+    """Under autocast the core op casts to the autocast dtype first; Triton then computes in it."""
+    feats, weight, kmap = _case(SUBM, False, 1, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gather_gemm_scatter(feats, weight, kmap, backend="triton")
+    assert out.dtype == torch.bfloat16
+    _assert_close(out, _reference(feats, weight, kmap, torch.bfloat16)[0], torch.bfloat16, "autocast")
