@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from sparseconv import backends  # noqa: E402
-from sparseconv.core import gather_gemm_scatter  # noqa: E402
+from sparseconv.engine import backends  # noqa: E402
+from sparseconv.engine.core import gather_gemm_scatter  # noqa: E402
 from sparseconv.data import generate_indoor_scene, generate_lidar_scan  # noqa: E402
-from sparseconv.kernel_map import KernelMapKey  # noqa: E402
-from sparseconv.voxelize import voxelize  # noqa: E402
+from sparseconv.engine.kmap import KernelMapKey  # noqa: E402
+from sparseconv.engine.voxelize import voxelize  # noqa: E402
 
 LAYERS = (
     ("SubM k3", KernelMapKey("submanifold", (3, 3, 3))),

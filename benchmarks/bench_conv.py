@@ -40,12 +40,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from sparseconv import SparseTensor, backends  # noqa: E402
-from sparseconv.coordinates import CoordinateSet  # noqa: E402
+from sparseconv import SparseTensor  # noqa: E402
+from sparseconv.engine import backends  # noqa: E402
+from sparseconv.engine.coordinates import CoordinateSet  # noqa: E402
 from sparseconv.data import generate_indoor_scene, generate_lidar_scan  # noqa: E402
-from sparseconv.kernel_map import KernelMapKey, build_kernel_map  # noqa: E402
+from sparseconv.engine.kmap import KernelMapKey, build_kernel_map  # noqa: E402
 from sparseconv.nn import SparseConv3d, SubMConv3d  # noqa: E402
-from sparseconv.voxelize import voxelize  # noqa: E402
+from sparseconv.engine.voxelize import voxelize  # noqa: E402
 
 LAYERS = (
     ("SubMConv3d k3", KernelMapKey("submanifold", (3, 3, 3)), lambda c: SubMConv3d(c, c, 3, bias=False)),

@@ -36,12 +36,12 @@ import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from sparseconv import core  # noqa: E402
-from sparseconv.core import gather_gemm_scatter  # noqa: E402
+from sparseconv.engine import core  # noqa: E402
+from sparseconv.engine.core import gather_gemm_scatter  # noqa: E402
 from sparseconv.data import SEMANTIC_CLASSES, generate_lidar_scan  # noqa: E402
-from sparseconv.kernel_map import KernelMapKey  # noqa: E402
+from sparseconv.engine.kmap import KernelMapKey  # noqa: E402
 from sparseconv.models import minkunet14, second_backbone, voxelize_in_range  # noqa: E402
-from sparseconv.voxelize import voxelize  # noqa: E402
+from sparseconv.engine.voxelize import voxelize  # noqa: E402
 
 LAYERS = (
     ("SubMConv3d k3", KernelMapKey("submanifold", (3, 3, 3))),
@@ -250,7 +250,7 @@ def main(argv=None):
             sys.exit(NO_CUDA)
         config, device = (QUICK if args.quick else FULL), torch.device("cuda")
         repeats = args.repeats or (5 if args.quick else 21)
-    from sparseconv import backends
+    from sparseconv.engine import backends
 
     if backends.triton_backend() is None:
         sys.exit(f"the Triton backend is unavailable: {backends.triton_unavailable_reason()}")

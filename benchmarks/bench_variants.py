@@ -37,10 +37,10 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import sparseconv.nn as snn  # noqa: E402
 from sparseconv import SparseTensor  # noqa: E402
 from sparseconv.data import generate_lidar_scan  # noqa: E402
-from sparseconv.deform import deform_kernel_map  # noqa: E402
-from sparseconv.dynamic import split_by_sample  # noqa: E402
-from sparseconv.kernel_map import KernelMapKey  # noqa: E402
-from sparseconv.voxelize import voxelize  # noqa: E402
+from sparseconv.nn.functional.deform import deform_kernel_map  # noqa: E402
+from sparseconv.nn.functional.dynamic import split_by_sample  # noqa: E402
+from sparseconv.engine.kmap import KernelMapKey  # noqa: E402
+from sparseconv.engine.voxelize import voxelize  # noqa: E402
 
 
 def paired_median_ms(fn, reference, repeats: int):

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 from sparseconv import voxelize  # noqa: E402
 from sparseconv.data import generate_lidar_scan  # noqa: E402
-from sparseconv.voxelize import REDUCTIONS  # noqa: E402
+from sparseconv.engine.voxelize import REDUCTIONS  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:

@@ -36,7 +36,7 @@ from train_segmentation import ALIGN, build_model  # noqa: E402
 from sparseconv import io as sio  # noqa: E402
 from sparseconv.metrics import confusion_matrix, mean_iou  # noqa: E402
 from sparseconv.render import render_views, save_png, scan_colors  # noqa: E402
-from sparseconv.voxelize import voxelize  # noqa: E402
+from sparseconv.engine.voxelize import voxelize  # noqa: E402
 
 
 def load_checkpoint(path: str):

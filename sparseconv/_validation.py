@@ -2,29 +2,59 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 IntOrTriple = Union[int, Sequence[int]]
 
+# The one dtype table: which torch dtypes count as integer coordinates / indices.
+INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def as_int(value, name: str, minimum: Optional[int] = None) -> int:
+    """``value`` as a Python int: ints and NumPy integers, and floats only when integer-valued
+    (``4.0``, never ``3.7``, which would otherwise be truncated silently); never a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    if isinstance(value, (int, np.integer)):
+        out = int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        out = int(value)
+    elif isinstance(value, (float, np.floating)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    else:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    return out
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int ``>= 1`` (see :func:`as_int`)."""
+    out = as_int(value, name)
+    if out < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return out
+
 
 def triple(value: IntOrTriple, name: str, minimum: int = 0) -> Tuple[int, int, int]:
     """Normalise an int or a 3-sequence of ints to a tuple of 3 ints, each ``>= minimum``."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int or a sequence of 3 ints, got bool")
-    if isinstance(value, int):
-        items = (value, value, value)
+    if isinstance(value, (int, np.integer)):
+        items = (int(value),) * 3
     elif isinstance(value, (tuple, list, torch.Size)):
         if len(value) != 3:
             raise ValueError(f"{name} must have 3 entries (one per spatial axis), got {len(value)}: {tuple(value)}")
         items = tuple(value)
     else:
         raise TypeError(f"{name} must be an int or a sequence of 3 ints, got {type(value).__name__}")
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) for v in items):
+        raise TypeError(f"{name} must contain ints, got {items}")
+    items = tuple(int(v) for v in items)
     for v in items:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must contain ints, got {items}")
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum} on every axis, got {items}")
     return items  # type: ignore[return-value]
@@ -32,7 +62,7 @@ def triple(value: IntOrTriple, name: str, minimum: int = 0) -> Tuple[int, int, i
 
 def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if in_channels % groups:
         raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
@@ -47,11 +77,11 @@ def number_triple(value, name: str, positive: bool) -> Tuple[float, float, float
         value = value.tolist()
     if isinstance(value, bool):
         raise TypeError(f"{name} must be {what}, got bool")
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, np.integer, np.floating)):
         value = (value, value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) for v in value):
         raise TypeError(f"{name} must contain numbers, got {value!r}")
     out = tuple(float(v) for v in value)
     if positive and not all(math.isfinite(v) and v > 0 for v in out):

@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from . import nn as snn
-from .coordinates import CoordinateSet
-from .functional import find_inverse_map
-from .kernel_map import KernelMap, KernelMapKey
-from .tensor import SparseTensor
+from .engine.coordinates import CoordinateSet
+from .nn.functional import find_inverse_map
+from .engine.kmap import KernelMap, KernelMapKey
+from .engine.tensor import SparseTensor
 
 __all__ = ["LayerSummary", "Summary", "summary", "summary_table", "conv_kernel_map", "conv_macs"]
 

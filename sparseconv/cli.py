@@ -150,7 +150,7 @@ def cmd_info(args) -> int:
     import torch
 
     from . import io as sio
-    from .voxelize import voxelize
+    from .engine.voxelize import voxelize
 
     scan = sio.read_scan(args.file)
     pts = scan.points
@@ -254,7 +254,7 @@ def _voxelize_one(path: str, out_path: str, args) -> Tuple[int, int, float, floa
 
     from . import io as sio
     from .data.datasets import majority_labels
-    from .voxelize import voxelize
+    from .engine.voxelize import voxelize
 
     t0 = time.perf_counter()
     scan = sio.read_scan(path)
@@ -375,7 +375,7 @@ def _view_data(scan, voxel_size, mode: str):
     import torch
 
     from .data.datasets import majority_labels
-    from .voxelize import voxelize
+    from .engine.voxelize import voxelize
 
     pts = torch.from_numpy(np.ascontiguousarray(scan.points))
     feats = []

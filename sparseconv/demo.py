@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from . import nn as snn
-from .tensor import SparseTensor
-from .voxelize import devoxelize, voxelize
+from .engine.tensor import SparseTensor
+from .engine.voxelize import devoxelize, voxelize
 
 __all__ = ["DemoUNet", "LayerStat", "layer_summary", "format_summary", "DemoResult", "run_demo"]
 

@@ -61,8 +61,8 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import torch
 
-from .tensor import SparseTensor
-from .voxelize import Voxelization
+from .engine.tensor import SparseTensor
+from .engine.voxelize import Voxelization
 
 __all__ = [
     "Scan",

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nn as snn
-from .tensor import SparseTensor
+from .engine.tensor import SparseTensor
 
 DenseFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from sparseconv.core import gather_gemm_scatter
-from sparseconv.kernel_map import KernelMap, KernelMapKey
+from sparseconv.engine.core import gather_gemm_scatter
+from sparseconv.engine.kmap import KernelMap, KernelMapKey
 from sparseconv.testing import random_sparse_tensor
 
 

@@ -17,7 +17,7 @@ import sparseconv.nn as snn
 from sparseconv import voxelize
 from sparseconv.compat import spconv
 from sparseconv.data import generate_lidar_scan
-from sparseconv.kernel_map import KernelMapKey
+from sparseconv.engine.kmap import KernelMapKey
 from sparseconv.models import minkunet14, second_backbone, voxelize_in_range
 from sparseconv.testing import random_sparse_tensor
 
@@ -76,7 +76,7 @@ def test_voxelize_in_range_on_the_gpu_equals_the_cpu():
 
 def test_auto_runs_the_triton_backend_on_cuda_tensors(monkeypatch):
     pytest.importorskip("triton")
-    from sparseconv.backends import triton_conv
+    from sparseconv.engine.backends import triton_conv
 
     calls = []
     forward = triton_conv.TritonConv.forward

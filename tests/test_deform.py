@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 import sparseconv.nn as snn
 from sparseconv import SparseTensor
-from sparseconv.deform import _base_positions, deform_geometry, sparse_deform_conv3d
-from sparseconv.hashing import pack_coords
+from sparseconv.nn.functional.deform import _base_positions, deform_geometry, sparse_deform_conv3d
+from sparseconv.engine.hashing import pack_coords
 from sparseconv.testing import (
     check_dense_equivalence,
     deform_dense_twin,

@@ -6,8 +6,8 @@ import torch
 
 import sparseconv.nn as snn
 from sparseconv import SparseTensor
-from sparseconv.dynamic import sparse_conv3d_per_sample, split_by_sample
-from sparseconv.kernel_map import KernelMapKey
+from sparseconv.nn.functional.dynamic import sparse_conv3d_per_sample, split_by_sample
+from sparseconv.engine.kmap import KernelMapKey
 from sparseconv.testing import (
     check_dense_equivalence,
     dense_dynamic_conv3d,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparseconv import SparseTensor
-from sparseconv.hashing import (
+from sparseconv.engine.hashing import (
     COORD_MARGIN,
     MAX_BATCH,
     MAX_EXTENT,

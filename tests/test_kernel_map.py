@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from sparseconv import SparseTensor
-from sparseconv import functional as SF
-from sparseconv.kernel_map import (
+from sparseconv.nn import functional as SF
+from sparseconv.engine.kmap import (
     KernelMap,
     KernelMapKey,
     build_kernel_map,
@@ -604,7 +604,7 @@ def test_tensor_owns_its_coordinates():
 
 
 def test_derived_data_is_built_once_per_map():
-    from sparseconv.kernel_map import KernelMapKey
+    from sparseconv.engine.kmap import KernelMapKey
     from sparseconv.testing import random_sparse_tensor
 
     x = random_sparse_tensor((6, 6, 6), 1, density=0.3, seed=0)

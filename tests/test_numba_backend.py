@@ -7,9 +7,9 @@ import torch
 
 pytest.importorskip("numba")
 
-from sparseconv import backends  # noqa: E402
-from sparseconv.core import gather_gemm_scatter  # noqa: E402
-from sparseconv.kernel_map import KernelMapKey  # noqa: E402
+from sparseconv.engine import backends  # noqa: E402
+from sparseconv.engine.core import gather_gemm_scatter  # noqa: E402
+from sparseconv.engine.kmap import KernelMapKey  # noqa: E402
 from sparseconv.testing import random_sparse_tensor  # noqa: E402
 
 KEYS = {
@@ -175,11 +175,11 @@ def test_numba_missing_raises_clearly(monkeypatch):
 def test_same_bits_whatever_the_thread_count():
     """The weight gradient sums partial gradients of runs of tiles; how many is set by the map, not
     by the thread count, so 1 and 2 threads give the same bits (forward and input gradient too)."""
-    from sparseconv.backends import numba_cpu
+    from sparseconv.engine.backends import numba_conv
 
     feats, weight, kmap = _case(KEYS["subm_k3"], 1, 24, 40, torch.float32, shape=(16, 16, 16))
-    group_bounds = kmap.transpose().derived(("numba_tiles", numba_cpu._TILE), numba_cpu._tiles)[2]
-    parts = numba_cpu._part_tiles(group_bounds, kmap.kernel_volume, weight.numel() * 4)
+    group_bounds = kmap.transpose().derived(("numba_tiles", numba_conv._TILE), numba_conv._tiles)[2]
+    parts = numba_conv._part_tiles(group_bounds, kmap.kernel_volume, weight.numel() * 4)
     assert len(parts) - 1 > 2  # several partial sums
     before = torch.get_num_threads()
     try:
@@ -196,25 +196,25 @@ def test_same_bits_whatever_the_thread_count():
 def test_backward_parts_balance_pairs_and_fit_the_budget():
     import numpy as np
 
-    from sparseconv.backends import numba_cpu
+    from sparseconv.engine.backends import numba_conv
 
     K, num_tiles = 2, 1000
     rng = np.random.default_rng(0)
     pairs_per_group = rng.integers(0, 50, size=num_tiles * K)
     pairs_per_group[:K * 10] = 2000  # a dense corner: the first 10 tiles hold about half the pairs
     group_bounds = np.concatenate(([0], np.cumsum(pairs_per_group)))
-    parts = numba_cpu._part_tiles(group_bounds, K, weight_bytes=4096)
+    parts = numba_conv._part_tiles(group_bounds, K, weight_bytes=4096)
     assert parts[0] == 0 and parts[-1] == num_tiles and (np.diff(parts) > 0).all()
-    assert len(parts) - 1 == numba_cpu._MAX_PARTS
+    assert len(parts) - 1 == numba_conv._MAX_PARTS
     pairs_per_part = np.diff(group_bounds[::K][parts])
     largest_tile = np.diff(group_bounds[::K]).max()
     # each part is within one tile's pairs of an equal share
     assert np.abs(pairs_per_part - group_bounds[-1] / len(pairs_per_part)).max() <= largest_tile
 
-    assert len(numba_cpu._part_tiles(group_bounds[: 3 * K + 1], K, 4096)) - 1 == 3  # no more parts than tiles
-    big = numba_cpu._PARTIALS_BYTES // 3 + 1
-    assert len(numba_cpu._part_tiles(group_bounds, K, big)) - 1 == 2
-    assert len(numba_cpu._part_tiles(group_bounds, K, 2 * numba_cpu._PARTIALS_BYTES)) - 1 == 1
+    assert len(numba_conv._part_tiles(group_bounds[: 3 * K + 1], K, 4096)) - 1 == 3  # no more parts than tiles
+    big = numba_conv._PARTIALS_BYTES // 3 + 1
+    assert len(numba_conv._part_tiles(group_bounds, K, big)) - 1 == 2
+    assert len(numba_conv._part_tiles(group_bounds, K, 2 * numba_conv._PARTIALS_BYTES)) - 1 == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -232,13 +232,13 @@ def test_leaves_torch_thread_count_alone(threads):
 
 
 def test_tile_order_regroups_every_pair_by_tile_and_offset():
-    from sparseconv.backends import numba_cpu
+    from sparseconv.engine.backends import numba_conv
 
     x = random_sparse_tensor((14, 14, 14), 2, batch_size=2, density=0.2, seed=5)
     kmap = x.coordinate_set.kernel_map(KEYS["conv_k3_s2"])
-    tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", numba_cpu._TILE), numba_cpu._tiles)
-    assert kmap.num_outputs > 2 * numba_cpu._TILE  # several tiles, the last one partial
-    K, tile = kmap.kernel_volume, numba_cpu._TILE
+    tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", numba_conv._TILE), numba_conv._tiles)
+    assert kmap.num_outputs > 2 * numba_conv._TILE  # several tiles, the last one partial
+    K, tile = kmap.kernel_volume, numba_conv._TILE
     seen = []
     for g in range(len(group_bounds) - 1):
         t, k = divmod(g, K)
@@ -253,7 +253,7 @@ def test_tile_order_regroups_every_pair_by_tile_and_offset():
         seen.append(hi - lo)
     assert sum(seen) == kmap.num_pairs
     # cached on the map: a second ask returns the same arrays
-    assert kmap.derived(("numba_tiles", tile), numba_cpu._tiles)[0] is tiled_in
+    assert kmap.derived(("numba_tiles", tile), numba_conv._tiles)[0] is tiled_in
 
 
 def test_non_contiguous_weight():
@@ -273,9 +273,9 @@ def test_non_contiguous_weight():
 def test_submanifold_map_search_equals_the_torch_search(kernel_size, dilation, cloud):
     """The merge-walk search of the numba backend finds the same pairs, in the same order, as the
     torch ``searchsorted`` search; both are what ``_build_submanifold`` may use."""
-    from sparseconv.backends import numba_cpu
-    from sparseconv.hashing import offset_key
-    from sparseconv.kernel_map import _submanifold_pairs_torch
+    from sparseconv.engine.backends import numba_kmap
+    from sparseconv.engine.hashing import offset_key
+    from sparseconv.engine.kmap.build import _submanifold_pairs_torch
 
     if cloud == "empty":
         x = random_sparse_tensor((4, 4, 4), 1, batch_size=1, density=0.0)
@@ -292,14 +292,14 @@ def test_submanifold_map_search_equals_the_torch_search(kernel_size, dilation, c
     symmetric = all(k % 2 for k in kernel_size)
     centre = kx * ky * kz // 2 if symmetric else None
     searched = centre if symmetric else kx * ky * kz
-    ours = numba_cpu.submanifold_pairs(keys, deltas, kz, dilation[2], searched, centre)
+    ours = numba_kmap.submanifold_pairs(keys, deltas, kz, dilation[2], searched, centre)
     reference = _submanifold_pairs_torch(keys, deltas, kz, dilation[2], searched, centre)
     assert torch.equal(ours[0], reference[0]) and torch.equal(ours[1], reference[1])
     assert ours[2] == reference[2] and len(ours[2]) == kx * ky * kz
 
 
 def test_submanifold_map_without_numba_is_the_same_map(monkeypatch):
-    from sparseconv.kernel_map import build_kernel_map
+    from sparseconv.engine.kmap import build_kernel_map
 
     x = random_sparse_tensor((9, 9, 9), 1, batch_size=2, density=0.2, seed=6)
     with_numba = build_kernel_map(x.coordinate_set, KEYS["subm_k3"])

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sparseconv import SparseTensor
-from sparseconv import functional as SF
-from sparseconv.hashing import MAX_BATCH, MAX_EXTENT
-from sparseconv.kernel_map import KernelMapKey
+from sparseconv.nn import functional as SF
+from sparseconv.engine.hashing import MAX_BATCH, MAX_EXTENT
+from sparseconv.engine.kmap import KernelMapKey
 
 
 def _coords_feats(n=30, shape=(5, 6, 7), batch_size=2, channels=3, seed=0, dtype=torch.float32):

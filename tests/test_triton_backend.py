@@ -13,10 +13,10 @@ import torch
 
 pytest.importorskip("triton")
 
-from sparseconv import backends  # noqa: E402
-from sparseconv.backends import triton_conv  # noqa: E402
-from sparseconv.core import gather_gemm_scatter  # noqa: E402
-from sparseconv.kernel_map import KernelMapKey  # noqa: E402
+from sparseconv.engine import backends  # noqa: E402
+from sparseconv.engine.backends import triton_conv  # noqa: E402
+from sparseconv.engine.core import gather_gemm_scatter  # noqa: E402
+from sparseconv.engine.kmap import KernelMapKey  # noqa: E402
 from sparseconv.testing import random_sparse_tensor  # noqa: E402
 
 
@@ -220,8 +220,8 @@ def test_auto_takes_triton_only_for_cuda_tensors(monkeypatch):
 
 
 def test_missing_triton_is_reported(monkeypatch):
-    monkeypatch.setattr(backends, "_triton_module", None)
-    monkeypatch.setattr(backends, "_triton_error", ImportError("triton is not installed"))
+    monkeypatch.setitem(backends._modules, "triton_conv", None)
+    monkeypatch.setitem(backends._errors, "triton_conv", ImportError("triton is not installed"))
     feats, weight, kmap = _case(SUBM, False, 1, 4, 4)
     with pytest.raises(RuntimeError, match=r"backend='triton' needs triton \(ImportError: triton is not installed\)"):
         gather_gemm_scatter(feats, weight, kmap, backend="triton")

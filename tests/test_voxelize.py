@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseconv import SparseTensor
-from sparseconv.voxelize import REDUCTIONS, Voxelization, devoxelize, trilinear_devoxelize, voxelize
+from sparseconv.engine.voxelize import REDUCTIONS, Voxelization, devoxelize, trilinear_devoxelize, voxelize
 
 
 def _cloud(seed, n=200, low=-3.0, high=3.0, channels=3, dtype=torch.float64):

@@ -3,7 +3,7 @@
 Weights use spconv 2.x's layout ``[out_channels, *kernel_size, in_channels / groups]`` for every
 kind of convolution (submanifold, regular, transposed, inverse), so spconv checkpoints load
 unchanged. Internally the weight is permuted to the core layout ``[K, G, C_in/G, C_out/G]`` and
-applied by :func:`sparseconv.core.gather_gemm_scatter` over a sparseconv kernel map.
+applied by :func:`sparseconv.engine.core.gather_gemm_scatter` over a sparseconv kernel map.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ..core import gather_gemm_scatter
-from ..kernel_map import KernelMapKey
+from ..engine.core import gather_gemm_scatter
+from ..engine.kmap import KernelMapKey
 from ._spconv_core import (
     SparseConvTensor,
     SparseModule,
@@ -23,10 +23,9 @@ from ._spconv_core import (
     describe_layer,
     expand_nd,
     lift,
-    lookup_inverse,
-    lookup_or_register,
     same_sites,
 )
+from ._spconv_registry import lookup_inverse, lookup_or_register
 
 MAX_NUM_VOXELS_BUFFER = "max_num_voxels_during_training"
 
@@ -65,7 +64,7 @@ class SparseConvolution(SparseModule):
     ``indice_key`` follows spconv: a submanifold layer reuses the map registered under its key
     (after checking kernel, dilation and sites agree); a regular, transposed or pooling layer
     registers its map; an inverse layer looks it up. Misuse raises ``ValueError`` naming both
-    layers (see :func:`~sparseconv.compat._spconv_core.lookup_or_register`).
+    layers (see :func:`~sparseconv.compat._spconv_registry.lookup_or_register`).
 
     ``groups`` (not supported by spconv) is supported, with weight ``[out, *k, in / groups]``.
     ``algo``, ``fp32_accum`` and ``large_kernel_fast_algo`` are spconv GPU performance hints:

@@ -2,7 +2,7 @@
 
 A :class:`SparseConvTensor` holds spconv's public state (``features``, ``indices``,
 ``spatial_shape``, ``batch_size``, ``indice_dict``) and, lazily, a sparseconv
-:class:`~sparseconv.coordinates.CoordinateSet` built from it, which owns the kernel-map
+:class:`~sparseconv.engine.coordinates.CoordinateSet` built from it, which owns the kernel-map
 cache. 1-D and 2-D tensors are lifted to 3-D by leading singleton axes (a 2-D grid
 ``(H, W)`` is the 3-D grid ``(1, H, W)``), so every layer runs on sparseconv's 3-D kernel
 maps and its single core op.
@@ -15,14 +15,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..coordinates import CoordinateSet
-from ..kernel_map import KernelMap, KernelMapKey
-from ..tensor import SparseTensor
+from ..engine.coordinates import CoordinateSet
+from ..engine.kmap import KernelMap
+from ..engine.tensor import SparseTensor
 
 SPCONV_API_VERSION = "2.3.8"
 """The spconv release whose PyTorch API and numerics this layer reproduces."""
 
-_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+from .._validation import INTEGER_DTYPES
 
 
 class ConvAlgo(enum.Enum):
@@ -194,7 +194,7 @@ class SparseConvTensor:
             raise ValueError(f"features must have shape [N, C], got {tuple(features.shape)}")
         if indices.dim() != 2 or indices.shape[1] < 2:
             raise ValueError(f"indices must have shape [N, ndim + 1] (batch first), got {tuple(indices.shape)}")
-        if indices.dtype not in _INTEGER_DTYPES:
+        if indices.dtype not in INTEGER_DTYPES:
             raise TypeError(f"indices must be an integer tensor (spconv uses int32), got {indices.dtype}")
         ndim = indices.shape[1] - 1
         _check_ndim(ndim)
@@ -485,112 +485,3 @@ def assign_name_for_sparse_modules(module: nn.Module) -> None:
     for qualified, child in module.named_modules():
         if isinstance(child, SparseModule):
             child._sparse_unique_name = qualified
-
-
-# -- the indice_key registry -----------------------------------------------------------------------
-def lookup_or_register(
-    input: SparseConvTensor,
-    layer: nn.Module,
-    kind: str,
-    key: KernelMapKey,
-    ndim: int,
-    ksize: List[int],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    indice_key: Optional[str],
-) -> Tuple[KernelMap, Dict[str, IndiceData]]:
-    """The kernel map of a forward layer (``kind`` "subm", "conv", "pool" or "transposed") and
-    the ``indice_dict`` for its output.
-
-    A submanifold layer whose key is already registered reuses that map after checking that the
-    kernel, dilation and site set agree; a strided/pooling/transposed layer must be the only one
-    of its key in a forward pass. Misuse raises ``ValueError`` naming both layers.
-    """
-    coordinate_set = input._coordinate_set()
-    indice_dict = input.indice_dict
-    entry = indice_dict.get(indice_key) if indice_key is not None else None
-    this = describe_layer(layer)
-    if entry is not None:
-        if kind != "subm" or entry.kind != "subm":
-            raise ValueError(
-                f"indice_key {indice_key!r} is used twice in one forward pass: by {entry.layer} "
-                f"({_kind_words(entry.kind)}) and by {this} ({_kind_words(kind)}). Only submanifold "
-                "convolutions may share a key (to reuse its map); give every strided, pooling and "
-                "transposed layer its own key"
-            )
-        diffs = []
-        if entry.ksize != list(ksize):
-            diffs.append(f"kernel_size {entry.ksize} vs {list(ksize)}")
-        if entry.dilation != list(dilation):
-            diffs.append(f"dilation {entry.dilation} vs {list(dilation)}")
-        if diffs:
-            raise ValueError(
-                f"indice_key {indice_key!r} is shared by layers that build different kernel maps: "
-                f"{entry.layer} and {this} differ in {', '.join(diffs)}. Use one key per kernel map"
-            )
-        if not same_sites(entry.kernel_map.input, coordinate_set):
-            raise ValueError(
-                f"indice_key {indice_key!r} was registered by {entry.layer} on {_sites_words(entry.kernel_map.input)}, "
-                f"but {this} applies it to a different coordinate set ({_sites_words(coordinate_set)}). "
-                "A submanifold key can only be reused on the same sites; use a new key after the sites change"
-            )
-        return entry.kernel_map, indice_dict
-    kernel_map = coordinate_set.kernel_map(key)
-    if indice_key is None:
-        return kernel_map, indice_dict
-    new_dict = dict(indice_dict)
-    new_dict[indice_key] = IndiceData(
-        kind, this, kernel_map, ndim, ksize, stride, padding, dilation,
-        input.indices, list(input.spatial_shape), input.batch_size,
-    )
-    return kernel_map, new_dict
-
-
-def lookup_inverse(
-    input: SparseConvTensor, layer: nn.Module, indice_key: str, ksize: List[int], ndim: int
-) -> IndiceData:
-    """The entry a :class:`SparseInverseConv3d` undoes, checked against ``input`` and the layer."""
-    this = describe_layer(layer)
-    entry = input.indice_dict.get(indice_key)
-    if entry is None:
-        known = sorted(input.indice_dict)
-        raise ValueError(
-            f"{this} found no layer registered under indice_key {indice_key!r} in its input's history "
-            f"(keys present: {known}). Pair it with the SparseConv3d/SparseMaxPool3d of the same key, "
-            "and make sure that layer ran earlier in the same forward pass on this branch"
-        )
-    if entry.kind == "subm":
-        raise ValueError(
-            f"{this} inverts indice_key {indice_key!r}, but that key was registered by {entry.layer}, "
-            "a submanifold convolution: only strided convolutions, pooling and transposed convolutions can be inverted"
-        )
-    if entry.ndim != ndim:
-        raise ValueError(f"{this} is {ndim}-D but indice_key {indice_key!r} was registered by {entry.layer} ({entry.ndim}-D)")
-    if entry.ksize != list(ksize):
-        raise ValueError(
-            f"{this} must have the kernel_size of the layer it inverts: indice_key {indice_key!r} was "
-            f"registered by {entry.layer} with kernel_size {entry.ksize}, this layer has {list(ksize)}"
-        )
-    coordinate_set = input._coordinate_set()
-    if not same_sites(entry.kernel_map.output, coordinate_set):
-        raise ValueError(
-            f"{this} inverts indice_key {indice_key!r}, whose layer {entry.layer} produced "
-            f"{_sites_words(entry.kernel_map.output)}, but its input is a different coordinate set "
-            f"({_sites_words(coordinate_set)}). The inverse conv must receive the sites the keyed layer "
-            "output (submanifold layers and feature-wise modules in between keep them)"
-        )
-    return entry
-
-
-def _kind_words(kind: str) -> str:
-    return {
-        "subm": "submanifold conv",
-        "conv": "strided/regular sparse conv",
-        "pool": "pooling",
-        "transposed": "transposed conv",
-    }[kind]
-
-
-def _sites_words(cs: CoordinateSet) -> str:
-    return f"{len(cs)} sites, spatial_shape {list(cs.spatial_shape)}, batch_size {cs.batch_size}"

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import functional as SF
-from ..kernel_map import KernelMapKey
+from ..nn import functional as SF
+from ..engine.kmap import KernelMapKey
 from ._spconv_conv import MAX_NUM_VOXELS_BUFFER
 from ._spconv_core import (
     SparseConvTensor,
@@ -18,9 +18,9 @@ from ._spconv_core import (
     describe_layer,
     expand_nd,
     lift,
-    lookup_or_register,
     same_sites,
 )
+from ._spconv_registry import lookup_or_register
 
 
 # -- feature-wise modules that accept a SparseConvTensor ------------------------------------------

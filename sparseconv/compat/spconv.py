@@ -2,7 +2,7 @@
 
 Model code written against ``spconv.pytorch`` (SECOND, PV-RCNN, CenterPoint, sparse U-Nets,
 Point Transformer V3 stems) runs here unchanged, on CPU or GPU, through sparseconv's kernel
-maps and its single core op (:func:`sparseconv.core.gather_gemm_scatter`). With
+maps and its single core op (:func:`sparseconv.engine.core.gather_gemm_scatter`). With
 :func:`sparseconv.compat.install_spconv_shim` even ``import spconv.pytorch as spconv`` resolves
 here when spconv itself is not installed.
 

@@ -50,6 +50,9 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _SYNTHETIC:
+        from .._optional import require
+
+        require("open3d", "open3d", f"sparseconv.data.{name} (synthetic scans are ray cast with Open3D)")
         from . import synthetic
 
         value = getattr(synthetic, name)

@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import io as sio
-from ..tensor import SparseTensor
-from ..voxelize import voxelize
+from ..engine.tensor import SparseTensor
+from ..engine.voxelize import voxelize
 
 __all__ = [
     "CloudSample",
@@ -376,7 +376,7 @@ def majority_labels(point_to_voxel: torch.Tensor, labels: torch.Tensor, num_voxe
 def collate_clouds(samples: Sequence[CloudSample], voxel_size: Union[float, Sequence[float]] = 0.05, *,
                    reduce: str = "mean", ignore_index: int = -1, align: int = 1) -> CloudBatch:
     """Voxelize a list of :class:`CloudSample` into one batched :class:`CloudBatch`
-    (``reduce`` and ``align`` as in :func:`~sparseconv.voxelize.voxelize`)."""
+    (``reduce`` and ``align`` as in :func:`~sparseconv.engine.voxelize.voxelize`)."""
     if not samples:
         raise ValueError("collate_clouds needs at least one sample")
     channels = {s.feats.shape[1] for s in samples}

@@ -13,8 +13,8 @@ from torch import nn
 
 from .. import nn as snn
 from .._validation import IntOrTriple
-from ..coordinates import CoordinateSet
-from ..tensor import SparseTensor
+from ..engine.coordinates import CoordinateSet
+from ..engine.tensor import SparseTensor
 
 #: ``norm_layer(num_channels) -> module``: the normalisation used by every model
 #: (:class:`sparseconv.nn.BatchNorm` by default; pass :class:`sparseconv.nn.SyncBatchNorm`

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 from torch import nn
 
 from .. import nn as snn
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 from .blocks import NormLayer, check_channels, check_counts, concat, init_weights, make_blocks, pad_grid
 
 __all__ = ["MinkUNet", "MINKUNET_LAYERS", "minkunet14", "minkunet18", "minkunet34"]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .. import nn as snn
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 from .blocks import NormLayer, check_channels, check_counts, down_unit, init_weights, make_blocks, pad_grid
 
 __all__ = ["SparseResNet", "RESNET_LAYERS", "sparse_resnet14", "sparse_resnet18", "sparse_resnet34"]

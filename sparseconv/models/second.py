@@ -6,7 +6,7 @@ and finally the sparse volume is densified with :meth:`SparseTensor.dense` and i
 folded into channels, giving the bird's-eye-view (BEV) feature map a 2D detection head reads.
 
 Axis convention: sparseconv coordinates are ``(batch, x, y, z)`` with ``z`` **up** (as the
-LiDAR generators and :func:`~sparseconv.voxelize.voxelize` produce them), so height is the
+LiDAR generators and :func:`~sparseconv.engine.voxelize.voxelize` produce them), so height is the
 *last* spatial axis; every height-specific kernel, stride and padding below acts on it.
 (OpenPCDet orders its grids ``(z, y, x)``; its ``(3, 1, 1)`` kernel is our ``(1, 1, 3)``.)
 """
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .. import nn as snn
-from ..tensor import SparseTensor
-from ..voxelize import voxelize
+from ..engine.tensor import SparseTensor
+from ..engine.voxelize import voxelize
 from .blocks import NormLayer, check_channels, check_counts, down_unit, init_weights, make_blocks
 
 __all__ = ["SparseVoxelBackbone8x", "BackboneOutput", "second_backbone", "centerpoint_backbone", "voxelize_in_range"]

@@ -1,4 +1,4 @@
-"""Sparse convolution modules: state (weights, hyper-parameters) over :mod:`sparseconv.functional`."""
+"""Sparse convolution modules: state (weights, hyper-parameters) over :mod:`sparseconv.nn.functional`."""
 from __future__ import annotations
 
 import math
@@ -7,14 +7,15 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import functional as SF
+from . import functional as SF
 from .._validation import IntOrTriple, check_groups, triple
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 
 
 class _ConvGeometry(nn.Module):
-    """Channels, kernel geometry and groups of a sparse convolution, validated and stored once for
-    the plain (:class:`_SparseConvNd`) and the dynamic (:mod:`sparseconv.nn.dynamic`) convolutions."""
+    """The one validating base of every sparse convolution module (plain, transposed, inverse,
+    deformable, dynamic): channels, kernel geometry and groups validated and stored once, the input
+    check and the common part of ``extra_repr``. Subclasses add their parameters."""
 
     def __init__(
         self,
@@ -35,6 +36,28 @@ class _ConvGeometry(nn.Module):
         self.padding = triple(padding, "padding", 0)
         self.dilation = triple(dilation, "dilation", 1)
         self.groups = groups
+        self.output_padding = (0, 0, 0)
+
+    def _check_input(self, input: SparseTensor) -> None:
+        if not isinstance(input, SparseTensor):
+            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
+        if input.num_channels != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
+            )
+
+    def _geometry_repr(self, *extra: str) -> str:
+        """``in, out, kernel_size=..., <extra>``, then the non-default geometry, groups and bias."""
+        s = ", ".join((f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}", *extra))
+        defaults = {"stride": (1, 1, 1), "padding": (0, 0, 0), "dilation": (1, 1, 1), "output_padding": (0, 0, 0)}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
 
 
 class _SparseConvNd(_ConvGeometry):
@@ -77,25 +100,8 @@ class _SparseConvNd(_ConvGeometry):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def _check_input(self, input: SparseTensor) -> None:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
-            )
-
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
-        defaults = {"stride": (1, 1, 1), "padding": (0, 0, 0), "dilation": (1, 1, 1), "output_padding": (0, 0, 0)}
-        for name, default in defaults.items():
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return self._geometry_repr()
 
 
 class SparseConv3d(_SparseConvNd):

@@ -1,4 +1,4 @@
-"""Deformable sparse convolution modules (DCN v1 / v2 in 3D) over :mod:`sparseconv.deform`."""
+"""Deformable sparse convolution modules (DCN v1 / v2 in 3D) over :mod:`sparseconv.nn.functional.deform`."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -6,10 +6,10 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .. import deform as SD
-from .. import functional as SF
+from .functional import deform as SD
+from . import functional as SF
 from .._validation import IntOrTriple
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 from .conv import SparseConv3d, SubMConv3d, _SparseConvNd
 
 
@@ -32,7 +32,7 @@ class SparseDeformConv3d(_SparseConvNd):
     exactly the plain convolution and a fresh v2 layer the plain convolution with every mask at
     ``sigmoid(0) = 1/2`` (DCNv2's initialisation). The sampling runs on the shared core op: the
     8 interpolation corners of every tap become weighted pairs of a per-call kernel map (see
-    :mod:`sparseconv.deform`), and gradients reach features, weight, bias, offsets and masks.
+    :mod:`sparseconv.nn.functional.deform`), and gradients reach features, weight, bias, offsets and masks.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias:

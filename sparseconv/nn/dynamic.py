@@ -8,7 +8,7 @@ from attentions on ``z_b``, the mean of the input features over sample ``b``'s a
 (not over the empty grid), and convolves sample ``b`` with ``W_b``. ``alpha_s`` (per kernel tap),
 ``alpha_c`` (per input channel) and ``alpha_f`` (per output channel) are ODConv's and are 1 for
 CondConv and DynamicConv. The mixed kernels go through
-:func:`sparseconv.dynamic.sparse_conv3d_per_sample`: one core-op call for the whole batch over
+:func:`sparseconv.nn.functional.dynamic.sparse_conv3d_per_sample`: one core-op call for the whole batch over
 the kernel map split by sample, with the GEMM work of one static convolution.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 
-from .. import dynamic as SDY
-from .. import functional as SF
+from .functional import dynamic as SDY
+from . import functional as SF
 from .._validation import IntOrTriple
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 from .conv import _ConvGeometry
 
 
@@ -115,12 +115,7 @@ class _SparseDynamicConvNd(_ConvGeometry):
         return weight, bias
 
     def forward(self, input: SparseTensor) -> SparseTensor:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
-            )
+        self._check_input(input)
         att = self.attention(SF.global_avg_pool(input))
         weight, bias = self.mixed_weight(att)
         return SDY.sparse_conv3d_per_sample(
@@ -128,14 +123,7 @@ class _SparseDynamicConvNd(_ConvGeometry):
         )
 
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, num_experts={self.num_experts}"
-        for name, default in (("stride", (1, 1, 1)), ("padding", (0, 0, 0)), ("dilation", (1, 1, 1))):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
+        s = self._geometry_repr(f"num_experts={self.num_experts}")
         s += f", temperature={self.temperature:g}"
         if self.submanifold:
             s += ", submanifold"
@@ -159,7 +147,7 @@ class SparseDynamicConv3d(_SparseDynamicConvNd):
     where ``z_b`` is the mean of sample ``b``'s input features over its active voxels and ``r`` the
     routing net ``Linear(C_in, hidden) -> ReLU -> Linear(hidden, E)`` (a single ``Linear`` when
     ``hidden_channels=0``). Biases mix the same way. Each sample is convolved with its own kernel
-    in one core-op call for the batch (see :mod:`sparseconv.dynamic`): exactly per-sample
+    in one core-op call for the batch (see :mod:`sparseconv.nn.functional.dynamic`): exactly per-sample
     ``F.conv3d`` with ``W(x_b)`` at the active output sites, at the GEMM cost of one static conv.
 
     Args:

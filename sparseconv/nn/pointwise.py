@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 
 
 class _FeatureWise:

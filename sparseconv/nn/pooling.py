@@ -1,4 +1,4 @@
-"""Sparse pooling modules over :mod:`sparseconv.functional`."""
+"""Sparse pooling modules over :mod:`sparseconv.nn.functional`."""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,9 +6,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import functional as SF
+from . import functional as SF
 from .._validation import IntOrTriple, triple
-from ..tensor import SparseTensor
+from ..engine.tensor import SparseTensor
 
 
 class _SparsePoolNd(nn.Module):

@@ -5,11 +5,11 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._validation import number_triple
+from .._validation import INTEGER_DTYPES, number_triple
 from .coordinates import CoordinateSet
 from .hashing import check_grid, pack_coords
 
-_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+from .._validation import INTEGER_DTYPES as INTEGER_DTYPES
 
 
 class SparseTensor:
@@ -51,7 +51,7 @@ class SparseTensor:
             raise TypeError("feats and coords must be torch.Tensor")
         if not feats.is_floating_point():
             raise TypeError(f"feats must be a floating-point tensor, got {feats.dtype}")
-        if coords.dtype not in _INTEGER_DTYPES:
+        if coords.dtype not in INTEGER_DTYPES:
             raise TypeError(f"coords must be an integer tensor, got {coords.dtype}")
         if feats.dim() != 2:
             raise ValueError(f"feats must have shape [N, C], got {tuple(feats.shape)}")

@@ -52,13 +52,14 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._validation import IntOrTriple
-from .coordinates import CoordinateSet
-from .core import gather_gemm_scatter
-from .functional import _check_weight, autocast_conv_inputs, conv_map_key, conv_weight_to_core
-from .hashing import offset_key, pack_coords
-from .kernel_map import KernelMap, KernelMapKey, kernel_offsets
-from .tensor import SparseTensor
+from ..._validation import IntOrTriple, positive_int
+from ...engine.coordinates import CoordinateSet
+from ...engine.core import gather_gemm_scatter
+from ...engine.hashing import offset_key, pack_coords
+from ...engine.kmap import KernelMap, KernelMapKey, kernel_offsets
+from ...engine.tensor import SparseTensor
+from ._checks import autocast_conv_inputs, check_conv_args
+from .conv import conv_map_key, conv_weight_to_core
 
 DEFORM_LAYER = "submanifold deformable convolution"
 
@@ -78,7 +79,7 @@ def deform_geometry(
     """The regular map key of a deformable layer and its output sites.
 
     Submanifold: the input sites (stride 1, 'same' padding). Strided: the output sites of
-    :func:`~sparseconv.functional.sparse_conv3d` with the same geometry (its cached map is
+    :func:`~sparseconv.nn.functional.sparse_conv3d` with the same geometry (its cached map is
     built or reused), so offsets predicted by that conv line up row for row.
     """
     key = conv_map_key(kernel_size, stride, padding, dilation, submanifold, DEFORM_LAYER)
@@ -221,11 +222,11 @@ def _check_offsets(name: str, tensor, rows: int, width: int, width_text: str, fe
         raise ValueError(f"{name} is on {tensor.device} but the input is on {feats.device}")
 
 
-def check_offset_groups(in_channels: int, offset_groups) -> None:
-    if isinstance(offset_groups, bool) or not isinstance(offset_groups, int) or offset_groups < 1:
-        raise ValueError(f"offset_groups must be a positive int, got {offset_groups!r}")
+def check_offset_groups(in_channels: int, offset_groups) -> int:
+    offset_groups = positive_int(offset_groups, "offset_groups")
     if in_channels % offset_groups:
         raise ValueError(f"in_channels ({in_channels}) must be divisible by offset_groups ({offset_groups})")
+    return offset_groups
 
 
 def sparse_deform_conv3d(
@@ -262,16 +263,14 @@ def sparse_deform_conv3d(
     Dense twin: :func:`sparseconv.testing.dense_deform_conv3d`.
     """
     input, weight, bias, offsets, masks = autocast_conv_inputs(input, weight, bias, offsets, masks)
-    _check_weight(input, weight, groups, transposed=False)
-    check_offset_groups(input.num_channels, offset_groups)
+    groups = check_conv_args(input, weight, bias, groups)
+    offset_groups = check_offset_groups(input.num_channels, offset_groups)
     key, out_set = deform_geometry(input, tuple(weight.shape[2:]), stride, padding, dilation, submanifold)
     volume = key.kernel_volume
     n_out = len(out_set)
     _check_offsets("offsets", offsets, n_out, offset_groups * volume * 3, "offset_groups*K*3", input.feats)
     if masks is not None:
         _check_offsets("masks", masks, n_out, offset_groups * volume, "offset_groups*K", input.feats)
-    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],)):
-        raise ValueError(f"bias must have shape [{weight.shape[0]}], got {tuple(getattr(bias, 'shape', ()))}")
     offsets_g = offsets.reshape(n_out, offset_groups, volume, 3)
     masks_g = None if masks is None else masks.reshape(n_out, offset_groups, volume)
     keep_zero = torch.is_grad_enabled() and (offsets.requires_grad or (masks is not None and masks.requires_grad))

@@ -26,11 +26,14 @@ from typing import Optional
 
 import torch
 
-from ._validation import IntOrTriple
-from .core import gather_gemm_scatter
-from .functional import autocast_conv_inputs, conv_map_key
-from .kernel_map import KernelMap
-from .tensor import SparseTensor
+from dataclasses import replace
+
+from ..._validation import IntOrTriple
+from ...engine.core import gather_gemm_scatter
+from ...engine.kmap import KernelMap
+from ...engine.tensor import SparseTensor
+from ._checks import autocast_conv_inputs, check_conv_args
+from .conv import conv_map_key
 
 def split_by_sample(kmap: KernelMap) -> KernelMap:
     """The map with offset ``k`` split into ``B`` offsets ``k B + b`` (pairs whose output is in
@@ -58,10 +61,9 @@ def _split_by_sample(kmap: KernelMap) -> KernelMap:
     bounds = [0]
     for c in counts:
         bounds.append(bounds[-1] + c)
-    return KernelMap(
-        kmap.key, in_rows, out_rows, tuple(bounds), kmap.num_inputs, kmap.num_outputs, kmap.input, kmap.output,
-        identity_offset=None, injective=kmap.injective,
-    )
+    # replace() keeps kmap's references to its coordinate sets as they are (weak to the set that
+    # caches kmap), so this map, cached on kmap, closes no reference cycle
+    return replace(kmap, in_rows=in_rows, out_rows=out_rows, offset_bounds=tuple(bounds), identity_offset=None)
 
 
 def per_sample_weight_to_core(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -87,33 +89,15 @@ def sparse_conv3d_per_sample(
         input: SparseTensor with ``B = input.batch_size`` entries, ``[N, C_in]``.
         weight: ``[B, C_out, C_in / groups, kD, kH, kW]`` (``nn.Conv3d`` layout per sample).
         bias: ``[B, C_out]`` or None.
-        stride, padding, dilation, groups: as :func:`~sparseconv.functional.sparse_conv3d`.
+        stride, padding, dilation, groups: as :func:`~sparseconv.nn.functional.sparse_conv3d`.
         submanifold: outputs at the input sites, 'same' padding (stride 1, padding 0), as
-            :func:`~sparseconv.functional.subm_conv3d`.
+            :func:`~sparseconv.nn.functional.subm_conv3d`.
 
     Dense twin: ``F.conv3d(x.dense()[b:b+1], weight[b], bias[b], ...)`` for every ``b``
     (:func:`sparseconv.testing.dense_per_sample_conv3d`), read at the active output sites.
     """
     input, weight, bias = autocast_conv_inputs(input, weight, bias)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    batch = input.batch_size
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 6 or weight.shape[0] != batch:
-        raise ValueError(
-            f"weight must have shape [B={batch}, C_out, C_in/groups, kD, kH, kW] (one kernel per batch entry), "
-            f"got {tuple(getattr(weight, 'shape', ()))}"
-        )
-    c_out = weight.shape[1]
-    if c_out % groups:
-        raise ValueError(f"weight.shape[1] (out_channels={c_out}) must be divisible by groups ({groups})")
-    if input.num_channels != weight.shape[2] * groups:
-        raise ValueError(
-            f"input has {input.num_channels} channels but the weight expects in_channels={weight.shape[2] * groups}"
-        )
-    if weight.dtype != input.dtype:
-        raise TypeError(f"input features are {input.dtype} but weight is {weight.dtype}")
-    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (batch, c_out)):
-        raise ValueError(f"bias must have shape [B={batch}, C_out={c_out}], got {tuple(getattr(bias, 'shape', ()))}")
+    groups = check_conv_args(input, weight, bias, groups, per_sample=True)
     key = conv_map_key(tuple(weight.shape[3:]), stride, padding, dilation, submanifold)
     kmap = input.coordinate_set.kernel_map(key)
     out = gather_gemm_scatter(input.feats, per_sample_weight_to_core(weight, groups), split_by_sample(kmap))

@@ -3,17 +3,19 @@
 Every :class:`~sparseconv.SparseTensor` points at one ``CoordinateSet``. Tensors that
 share coordinates (``st.replace(feats)``, the output of a submanifold conv, BatchNorm,
 activations) share the same object, so a kernel map built once for it is reused by
-every later layer that asks for the same :class:`~sparseconv.kernel_map.KernelMapKey`.
+every later layer that asks for the same :class:`~sparseconv.engine.kmap.KernelMapKey`.
 The cache is keyed by the coordinate set's identity plus that key: never by a user
 string. Caches are not pickled (see :meth:`__getstate__`).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from .hashing import CoordinateHash, pack_coords
+from .kmap import KernelMap, KernelMapKey, build_kernel_map
 
 
 class CoordinateSet:
@@ -44,10 +46,11 @@ class CoordinateSet:
         self._keys: Optional[torch.Tensor] = None
         self._sorted: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None
         self._hash: Optional[CoordinateHash] = None
-        self._kernel_maps: Dict[object, object] = {}
-        # (KernelMapKey, finer CoordinateSet) pairs: the strided maps that produced this set,
-        # so an inverse conv can find its way back without being told.
-        self.produced_by: List[Tuple[object, "CoordinateSet"]] = []
+        self._kernel_maps: Dict[KernelMapKey, KernelMap] = {}
+        # (KernelMapKey, weak ref to the finer set): the strided maps that produced this set, so an
+        # inverse conv can find its way back without being told. Weak, because the finer set owns
+        # that map and the map holds this set: a strong ref would close a reference cycle.
+        self._producers: List[Tuple[KernelMapKey, "weakref.ReferenceType[CoordinateSet]"]] = []
         self.kernel_map_builds = 0  # maps built on this set (for tests and analysis)
 
     def __len__(self) -> int:
@@ -59,7 +62,7 @@ class CoordinateSet:
 
     @property
     def keys(self) -> torch.Tensor:
-        """Packed int64 keys of the coordinates (see :func:`sparseconv.hashing.pack_coords`)."""
+        """Packed int64 keys of the coordinates (see :func:`sparseconv.engine.hashing.pack_coords`)."""
         if self._keys is None:
             self._keys = pack_coords(self.coords)
         return self._keys
@@ -84,19 +87,28 @@ class CoordinateSet:
             self._hash = CoordinateHash(self.keys)
         return self._hash
 
-    def kernel_map(self, key):
-        """The :class:`~sparseconv.kernel_map.KernelMap` for ``key`` with this set as input, cached."""
+    def kernel_map(self, key: KernelMapKey) -> KernelMap:
+        """The :class:`~sparseconv.engine.kmap.KernelMap` for ``key`` with this set as input, cached
+        (and holding this set weakly, see :mod:`sparseconv.engine.kmap.types`)."""
         kmap = self._kernel_maps.get(key)
         if kmap is None:
-            from .kernel_map import build_kernel_map  # kernel_map imports this module
-
-            kmap = build_kernel_map(self, key)
+            kmap = build_kernel_map(self, key).owned_by(self)
             self._kernel_maps[key] = kmap
             self.kernel_map_builds += 1
         return kmap
 
-    def cached_kernel_maps(self) -> Dict[object, object]:
+    def cached_kernel_maps(self) -> Dict[KernelMapKey, KernelMap]:
         return dict(self._kernel_maps)
+
+    def add_producer(self, key: KernelMapKey, finer: "CoordinateSet") -> None:
+        """Record that the strided conv ``key`` on ``finer`` produced this set (held weakly)."""
+        self._producers.append((key, weakref.ref(finer)))
+
+    @property
+    def produced_by(self) -> List[Tuple[KernelMapKey, "CoordinateSet"]]:
+        """``(key, finer set)`` of every strided conv that produced this set and whose input is alive."""
+        live = ((key, ref()) for key, ref in self._producers)
+        return [(key, finer) for key, finer in live if finer is not None]
 
     def to(self, device: torch.device) -> "CoordinateSet":
         if torch.device(device) == self.coords.device:

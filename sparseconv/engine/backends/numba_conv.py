@@ -1,4 +1,4 @@
-"""numba-compiled CPU backend of the core op ``out[o] += x[i] @ W[k]`` (see :mod:`sparseconv.core`).
+"""numba-compiled CPU backend of the core op ``out[o] += x[i] @ W[k]`` (see :mod:`sparseconv.engine.core`).
 
 One fused kernel per call, output-stationary: the output rows are cut into tiles of ``_TILE``
 consecutive rows, one parallel task each; a task runs through its tile's pairs offset by offset
@@ -12,7 +12,7 @@ Tasks own disjoint output rows (or, in the weight gradient, their own partial gr
 atomics; each output element receives its contributions in a fixed order, so results are bitwise
 deterministic and independent of the thread count.
 
-The micro-kernel is written with explicit SIMD vectors (a small numba extension below: a vector
+The micro-kernel is written with explicit SIMD vectors (:mod:`.numba_support`: a vector
 type lowered to an LLVM ``<8 x float>`` / ``<4 x double>`` (``<16 x float>`` with AVX-512) and
 ``fma``/load/store/broadcast intrinsics), because left to itself LLVM either scalarises the loops
 (numba disables the SLP vectoriser) or spills: a block of 4 pairs x 2 vectors of output channels
@@ -35,9 +35,7 @@ What runs where:
   pass plus an offset-major weight-gradient pass: measured 1.5-2x faster on the weight gradient
   and up to 1.2x on the whole backward.
 
-* submanifold kernel maps: :func:`submanifold_pairs` (called by
-  :func:`sparseconv.kernel_map._build_submanifold` for CPU keys) finds the same pairs as the torch
-  ``searchsorted`` search with one merge walk of the sorted keys per kernel column.
+* submanifold kernel maps: :mod:`.numba_kmap`.
 
 Supported by the core op (:func:`supports`): CPU, float32/float64, injective maps, no
 ``pair_weights``. Anything else stays on the torch path.
@@ -52,16 +50,15 @@ into each caller cost a third more compile time and ran no faster.
 """
 from __future__ import annotations
 
-import warnings
-
-import numba
 import numpy as np
 import torch
-import llvmlite.binding as llvm
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba import njit, prange
+
+from .numba_support import (
+    TorchThreads, add_scalars_to_rows, add_to, add_to_rows, index_load, fma_4x2, vector_lanes, as_numpy, vbroadcast, vec_of,
+    vfma, vload, vstore, vzero,
+)
+from .torch_ref import grouped_mm
 
 _TILE = 128  # rows per tile of the tile layout: output rows (forward), input rows (backward)
 # The weight gradient takes the pairs in chunks whose input and output-gradient rows fill _CHUNK_BYTES
@@ -70,186 +67,6 @@ _CHUNK_BYTES = 32 << 10
 # The weight gradient sums up to _MAX_PARTS partial gradients of at most _PARTIALS_BYTES in all.
 _MAX_PARTS = 16
 _PARTIALS_BYTES = 64 << 20
-
-# Start numba's threading layer now, without its warning that the system's TBB is too old: it then
-# takes OpenMP, which is what this backend wants anyway (see _run on sharing it with torch).
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*TBB threading layer", category=numba.NumbaWarning)
-    numba.get_num_threads()
-
-
-# ---------------------------------------------------------------- explicit SIMD vectors in numba
-
-
-class _Vec(types.Type):
-    def __init__(self, dtype, lanes):
-        self.dtype = dtype
-        self.lanes = lanes
-        super().__init__(name=f"SparseconvVec({dtype}x{lanes})")
-
-
-@register_model(_Vec)
-class _VecModel(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        element = dmm.lookup(fe_type.dtype).get_value_type()
-        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
-
-
-
-def _vector_bytes() -> int:
-    """One register's width: 64 bytes with AVX-512, else 32 (AVX2). With 16 registers of 32 bytes,
-    the 8 accumulators + 2 weight vectors + 1 broadcast of the micro-kernel fit only at 32 bytes
-    a vector (at 64 bytes, measured 1.3-2x slower at 32-64 channels on AVX2 from spills)."""
-    if numba.config.CPU_NAME:  # numba told to compile for another CPU than this one
-        return 32
-    return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
-
-
-_VECTOR_BYTES = _vector_bytes()
-
-
-def _lanes(bits: int) -> int:
-    """Elements of ``bits`` bits in one vector register."""
-    return _VECTOR_BYTES * 8 // bits
-
-
-def _vec_of(arr):
-    return _Vec(arr.dtype, _lanes(arr.dtype.bitwidth))
-
-
-def _element_ptr(context, builder, arrty, arr, idx):
-    return builder.gep(context.make_array(arrty)(context, builder, arr).data, [idx])
-
-
-@intrinsic
-def _at(typingctx, arr, idx):
-    """``arr.flat[idx]`` for ``idx >= 0``. Plain ``arr[idx]`` with a signed index also handles
-    negative indices (a sign test and a conditional add), which in the weight gradient's inner
-    loop cost registers and made LLVM spill: measured 1.5-2x slower there."""
-
-    def codegen(context, builder, sig, args):
-        return builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
-
-    return arr.dtype(arr, idx), codegen
-
-
-@intrinsic
-def _vload(typingctx, arr, idx):
-    """``arr.flat[idx : idx + lanes]`` (1-D contiguous ``arr``, no bounds check)."""
-    vt = _vec_of(arr)
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
-        return builder.load(builder.bitcast(ptr, context.get_value_type(vt).as_pointer()), align=1)
-
-    return vt(arr, idx), codegen
-
-
-@intrinsic
-def _vstore(typingctx, arr, idx, vec):
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
-        builder.store(args[2], builder.bitcast(ptr, args[2].type.as_pointer()), align=1)
-        return context.get_dummy_value()
-
-    return types.none(arr, idx, vec), codegen
-
-
-@intrinsic
-def _vbroadcast(typingctx, arr, idx):
-    """``arr.flat[idx]`` in every lane."""
-    vt = _vec_of(arr)
-
-    def codegen(context, builder, sig, args):
-        scalar = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
-        lt = context.get_value_type(vt)
-        i32 = ir.IntType(32)
-        one = builder.insert_element(ir.Constant(lt, ir.Undefined), scalar, ir.Constant(i32, 0))
-        mask = ir.Constant(ir.VectorType(i32, vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(one, ir.Constant(lt, ir.Undefined), mask)
-
-    return vt(arr, idx), codegen
-
-
-@intrinsic
-def _vzero(typingctx, arr):
-    vt = _vec_of(arr)
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(vt), None)
-
-    return vt(arr), codegen
-
-
-@intrinsic
-def _vfma(typingctx, a, b, c):
-    """``a * b + c`` lane-wise, one rounding."""
-
-    def codegen(context, builder, sig, args):
-        vt = args[0].type
-        suffix = "f32" if isinstance(vt.element, ir.FloatType) else "f64"
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [vt] * 3), f"llvm.fma.v{vt.count}{suffix}"
-        )
-        return builder.call(fn, args)
-
-    return a(a, b, c), codegen
-
-
-@intrinsic
-def _vadd(typingctx, a, b):
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-
-    return a(a, b), codegen
-
-
-@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
-def _add_to(out, at, vec):
-    _vstore(out, at, _vadd(_vload(out, at), vec))
-
-
-@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
-def _fma_4x2(x, j0, j1, j2, j3, v0, v1, a00, a01, a10, a11, a20, a21, a30, a31):
-    """One step of a 4-row x 2-vector register tile: ``a_r0 += x[j_r] * v0``, ``a_r1 += x[j_r] * v1``."""
-    s = _vbroadcast(x, j0)
-    a00 = _vfma(s, v0, a00)
-    a01 = _vfma(s, v1, a01)
-    s = _vbroadcast(x, j1)
-    a10 = _vfma(s, v0, a10)
-    a11 = _vfma(s, v1, a11)
-    s = _vbroadcast(x, j2)
-    a20 = _vfma(s, v0, a20)
-    a21 = _vfma(s, v1, a21)
-    s = _vbroadcast(x, j3)
-    a30 = _vfma(s, v0, a30)
-    a31 = _vfma(s, v1, a31)
-    return a00, a01, a10, a11, a20, a21, a30, a31
-
-
-@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
-def _add_to_rows(out, m, q0, q1, q2, q3, at, v0, v1, v2, v3):
-    """Add vector ``v_j`` at ``out[q_j + at]`` for the first ``m`` of the 4 rows of a register tile."""
-    _add_to(out, q0 + at, v0)
-    if m > 1:
-        _add_to(out, q1 + at, v1)
-    if m > 2:
-        _add_to(out, q2 + at, v2)
-    if m > 3:
-        _add_to(out, q3 + at, v3)
-
-
-@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
-def _add_scalars_to_rows(out, m, q0, q1, q2, q3, at, s0, s1, s2, s3):
-    """Scalar twin of :func:`_add_to_rows` (leftover channels)."""
-    out[q0 + at] += s0
-    if m > 1:
-        out[q1 + at] += s1
-    if m > 2:
-        out[q2 + at] += s2
-    if m > 3:
-        out[q3 + at] += s3
-
 
 # ---------------------------------------------------------------- the kernel
 
@@ -263,14 +80,14 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
     out_cols = groups * c_out
     for p in range(p0, p1, 4):
         m = min(4, p1 - p)  # pairs in this block; missing ones repeat the last, unstored
-        i0 = _at(in_rows, p) * x_cols
-        i1 = _at(in_rows, p + min(1, m - 1)) * x_cols
-        i2 = _at(in_rows, p + min(2, m - 1)) * x_cols
-        i3 = _at(in_rows, p + min(3, m - 1)) * x_cols
-        q0 = _at(out_rows, p) * out_cols
-        q1 = _at(out_rows, p + min(1, m - 1)) * out_cols
-        q2 = _at(out_rows, p + min(2, m - 1)) * out_cols
-        q3 = _at(out_rows, p + min(3, m - 1)) * out_cols
+        i0 = index_load(in_rows, p) * x_cols
+        i1 = index_load(in_rows, p + min(1, m - 1)) * x_cols
+        i2 = index_load(in_rows, p + min(2, m - 1)) * x_cols
+        i3 = index_load(in_rows, p + min(3, m - 1)) * x_cols
+        q0 = index_load(out_rows, p) * out_cols
+        q1 = index_load(out_rows, p + min(1, m - 1)) * out_cols
+        q2 = index_load(out_rows, p + min(2, m - 1)) * out_cols
+        q3 = index_load(out_rows, p + min(3, m - 1)) * out_cols
         for g in range(groups):
             x0 = i0 + g * c_in
             x1 = i1 + g * c_in
@@ -279,44 +96,44 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
             w_base = (k * groups + g) * c_in * c_out
             c0 = 0
             while c0 + 2 * lanes <= c_out:  # 4 pairs x 2 vectors of output channels
-                a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _vzero(w)
+                a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = vzero(w)
                 wp = w_base + c0
                 for ci in range(c_in):
-                    w0 = _vload(w, wp)
-                    w1 = _vload(w, wp + lanes)
+                    w0 = vload(w, wp)
+                    w1 = vload(w, wp + lanes)
                     wp += c_out
-                    a00, a01, a10, a11, a20, a21, a30, a31 = _fma_4x2(
+                    a00, a01, a10, a11, a20, a21, a30, a31 = fma_4x2(
                         x, x0 + ci, x1 + ci, x2 + ci, x3 + ci, w0, w1, a00, a01, a10, a11, a20, a21, a30, a31
                     )
                 c = g * c_out + c0
-                _add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
-                _add_to_rows(out, m, q0, q1, q2, q3, c + lanes, a01, a11, a21, a31)
+                add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
+                add_to_rows(out, m, q0, q1, q2, q3, c + lanes, a01, a11, a21, a31)
                 c0 += 2 * lanes
             if c0 + lanes <= c_out:  # 4 pairs x 1 vector
-                a00 = a10 = a20 = a30 = _vzero(w)
+                a00 = a10 = a20 = a30 = vzero(w)
                 wp = w_base + c0
                 for ci in range(c_in):
-                    w0 = _vload(w, wp)
+                    w0 = vload(w, wp)
                     wp += c_out
-                    a00 = _vfma(_vbroadcast(x, x0 + ci), w0, a00)
-                    a10 = _vfma(_vbroadcast(x, x1 + ci), w0, a10)
-                    a20 = _vfma(_vbroadcast(x, x2 + ci), w0, a20)
-                    a30 = _vfma(_vbroadcast(x, x3 + ci), w0, a30)
+                    a00 = vfma(vbroadcast(x, x0 + ci), w0, a00)
+                    a10 = vfma(vbroadcast(x, x1 + ci), w0, a10)
+                    a20 = vfma(vbroadcast(x, x2 + ci), w0, a20)
+                    a30 = vfma(vbroadcast(x, x3 + ci), w0, a30)
                 c = g * c_out + c0
-                _add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
+                add_to_rows(out, m, q0, q1, q2, q3, c, a00, a10, a20, a30)
                 c0 += lanes
             for c in range(c0, c_out):  # leftover channels, scalar
                 s0 = s1 = s2 = s3 = zero
                 wp = w_base + c
                 for ci in range(c_in):
-                    wv = _at(w, wp)
+                    wv = index_load(w, wp)
                     wp += c_out
-                    s0 += _at(x, x0 + ci) * wv
-                    s1 += _at(x, x1 + ci) * wv
-                    s2 += _at(x, x2 + ci) * wv
-                    s3 += _at(x, x3 + ci) * wv
+                    s0 += index_load(x, x0 + ci) * wv
+                    s1 += index_load(x, x1 + ci) * wv
+                    s2 += index_load(x, x2 + ci) * wv
+                    s3 += index_load(x, x3 + ci) * wv
                 cc = g * c_out + c
-                _add_scalars_to_rows(out, m, q0, q1, q2, q3, cc, s0, s1, s2, s3)
+                add_scalars_to_rows(out, m, q0, q1, q2, q3, cc, s0, s1, s2, s3)
 
 
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
@@ -355,39 +172,39 @@ def _pairs_weight_grad(x, g, in_rows, out_rows, p0, p1, gw, w_base, grp, x_cols,
         q3 = q0 + min(3, m - 1) * c_out
         c0 = 0
         while c0 + 2 * lanes <= c_out:
-            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _vzero(gw)
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = vzero(gw)
             for p in range(p0, p1):
-                xi = _at(in_rows, p) * x_cols
-                gp = _at(out_rows, p) * g_cols + grp * c_out + c0
-                v0 = _vload(g, gp)
-                v1 = _vload(g, gp + lanes)
-                a00, a01, a10, a11, a20, a21, a30, a31 = _fma_4x2(
+                xi = index_load(in_rows, p) * x_cols
+                gp = index_load(out_rows, p) * g_cols + grp * c_out + c0
+                v0 = vload(g, gp)
+                v1 = vload(g, gp + lanes)
+                a00, a01, a10, a11, a20, a21, a30, a31 = fma_4x2(
                     x, xi + x0, xi + x1, xi + x2, xi + x3, v0, v1, a00, a01, a10, a11, a20, a21, a30, a31
                 )
-            _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
-            _add_to_rows(gw, m, q0, q1, q2, q3, c0 + lanes, a01, a11, a21, a31)
+            add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
+            add_to_rows(gw, m, q0, q1, q2, q3, c0 + lanes, a01, a11, a21, a31)
             c0 += 2 * lanes
         if c0 + lanes <= c_out:
-            a00 = a10 = a20 = a30 = _vzero(gw)
+            a00 = a10 = a20 = a30 = vzero(gw)
             for p in range(p0, p1):
-                xi = _at(in_rows, p) * x_cols
-                v0 = _vload(g, _at(out_rows, p) * g_cols + grp * c_out + c0)
-                a00 = _vfma(_vbroadcast(x, xi + x0), v0, a00)
-                a10 = _vfma(_vbroadcast(x, xi + x1), v0, a10)
-                a20 = _vfma(_vbroadcast(x, xi + x2), v0, a20)
-                a30 = _vfma(_vbroadcast(x, xi + x3), v0, a30)
-            _add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
+                xi = index_load(in_rows, p) * x_cols
+                v0 = vload(g, index_load(out_rows, p) * g_cols + grp * c_out + c0)
+                a00 = vfma(vbroadcast(x, xi + x0), v0, a00)
+                a10 = vfma(vbroadcast(x, xi + x1), v0, a10)
+                a20 = vfma(vbroadcast(x, xi + x2), v0, a20)
+                a30 = vfma(vbroadcast(x, xi + x3), v0, a30)
+            add_to_rows(gw, m, q0, q1, q2, q3, c0, a00, a10, a20, a30)
             c0 += lanes
         for c in range(c0, c_out):  # leftover channels, scalar
             s0 = s1 = s2 = s3 = zero
             for p in range(p0, p1):
-                xi = _at(in_rows, p) * x_cols
-                gv = _at(g, _at(out_rows, p) * g_cols + grp * c_out + c)
-                s0 += _at(x, xi + x0) * gv
-                s1 += _at(x, xi + x1) * gv
-                s2 += _at(x, xi + x2) * gv
-                s3 += _at(x, xi + x3) * gv
-            _add_scalars_to_rows(gw, m, q0, q1, q2, q3, c, s0, s1, s2, s3)
+                xi = index_load(in_rows, p) * x_cols
+                gv = index_load(g, index_load(out_rows, p) * g_cols + grp * c_out + c)
+                s0 += index_load(x, xi + x0) * gv
+                s1 += index_load(x, xi + x1) * gv
+                s2 += index_load(x, xi + x2) * gv
+                s3 += index_load(x, xi + x3) * gv
+            add_scalars_to_rows(gw, m, q0, q1, q2, q3, c, s0, s1, s2, s3)
 
 
 @njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
@@ -402,7 +219,9 @@ def _backward_tiles(x, g, wt, in_rows, out_rows, group_bounds, part_tiles, grad_
     * ``need_weight``: ``partials[s, k] += x[i]^T g[o]`` in chunks of ``chunk`` pairs, where part ``s``
       covers tiles ``part_tiles[s]`` to ``part_tiles[s + 1]``, one parallel task per part.
 
-    Offset ``skip`` is left out."""
+    Offset ``skip`` is left out of the input gradient (the caller's GEMM covers it) but not of the
+    weight gradient: a torch GEMM reducing over all rows sums in an order that depends on the thread
+    count, which this kernel's fixed parts do not."""
     x_cols = groups * c_in
     g_cols = groups * c_out
     block = kernel_volume * groups * c_in * c_out
@@ -414,9 +233,9 @@ def _backward_tiles(x, g, wt, in_rows, out_rows, group_bounds, part_tiles, grad_
             for k in range(kernel_volume):
                 lo = group_bounds[t * kernel_volume + k]
                 hi = group_bounds[t * kernel_volume + k + 1]
-                if k == skip or lo == hi:
+                if lo == hi:
                     continue
-                if need_input:
+                if need_input and k != skip:
                     _pairs_gemm(g, wt, in_rows, out_rows, lo, hi, k, grad_x, groups, c_out, c_in, lanes, zero)
                 if need_weight:
                     for p0 in range(lo, hi, chunk):
@@ -437,7 +256,7 @@ def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
     counts = np.zeros(num_tiles * kernel_volume, np.int64)
     for k in prange(kernel_volume):
         for p in range(bounds[k], bounds[k + 1]):
-            counts[(_at(out_rows, p) // tile) * kernel_volume + k] += 1
+            counts[(index_load(out_rows, p) // tile) * kernel_volume + k] += 1
     group_bounds = np.zeros(num_tiles * kernel_volume + 1, np.int64)
     for g in range(num_tiles * kernel_volume):
         group_bounds[g + 1] = group_bounds[g] + counts[g]
@@ -446,101 +265,17 @@ def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
     for k in prange(kernel_volume):
         fill = group_bounds[k:-1:kernel_volume].copy()  # next free slot of group (t, k), for every t
         for p in range(bounds[k], bounds[k + 1]):
-            o = _at(out_rows, p)
+            o = index_load(out_rows, p)
             t = o // tile
-            tiled_in[fill[t]] = _at(in_rows, p)
+            tiled_in[fill[t]] = index_load(in_rows, p)
             tiled_out[fill[t]] = o
             fill[t] += 1
     return tiled_in, tiled_out, group_bounds
 
 
-@njit(inline="always", boundscheck=False, error_model="numpy", cache=True)
-def _walk_column(keys, delta, first, taps_here, dilation_z, write, counts, bounds, ins, outs, mirror_from):
-    """One merge walk of kernel column taps ``first .. first + taps_here - 1`` (see
-    :func:`_submanifold_pairs`): without ``write``, count each tap's pairs into ``counts``; with it,
-    write them at ``bounds[k]`` onwards, and mirrored at tap ``mirror_from - k`` when
-    ``mirror_from >= 0``."""
-    n = keys.shape[0]
-    fill = np.zeros(taps_here, np.int64)
-    at = 0
-    for j in range(n):
-        query = _at(keys, j) + delta
-        while at < n and _at(keys, at) < query:
-            at += 1
-        probe = at
-        for tz in range(taps_here):
-            target = query + tz * dilation_z
-            while probe < n and _at(keys, probe) < target:
-                probe += 1
-            found = probe < n and _at(keys, probe) == target
-            if not write:
-                counts[first + tz] += found  # branch-free: the match is a coin toss
-            elif found:
-                k = first + tz
-                ins[bounds[k] + fill[tz]] = probe
-                outs[bounds[k] + fill[tz]] = j
-                if mirror_from >= 0:
-                    ins[bounds[mirror_from - k] + fill[tz]] = j
-                    outs[bounds[mirror_from - k] + fill[tz]] = probe
-                fill[tz] += 1
-
-
-@njit(parallel=True, boundscheck=False, nogil=True, error_model="numpy", cache=True)
-def _submanifold_pairs(keys, column_deltas, kernel_depth, dilation_z, searched_taps, centre):
-    """The pairs of a submanifold map on sorted unique ``keys``, as :func:`sparseconv.kernel_map.
-    _build_submanifold` makes them (same pairs, same order; positions in ``keys``): tap ``k`` of
-    column ``c = k // kernel_depth`` looks for ``keys[j] + column_deltas[c] + (k % kernel_depth) *
-    dilation_z`` for every site ``j``. Taps ``0 .. searched_taps - 1`` are searched; with
-    ``centre >= 0`` (an odd kernel) the centre tap is the identity and tap ``K-1-k`` is tap ``k``
-    mirrored. The queries of a column rise with ``j``, so one pointer walks ``keys`` once per
-    column (a merge) instead of a binary search per query. One task per column, twice
-    (:func:`_walk_column`): count, then fill. Returns ``(in_positions, out_positions, counts)``."""
-    n = keys.shape[0]
-    num_columns = (searched_taps + kernel_depth - 1) // kernel_depth
-    num_taps = 2 * centre + 1 if centre >= 0 else searched_taps
-    mirror_from = num_taps - 1 if centre >= 0 else -1
-    counts = np.zeros(num_taps, np.int64)
-    bounds = np.zeros(num_taps + 1, np.int64)
-    ins = np.empty(0, np.int64)
-    outs = np.empty(0, np.int64)
-    for c in prange(num_columns):
-        first = c * kernel_depth
-        _walk_column(keys, column_deltas[c], first, min(kernel_depth, searched_taps - first), dilation_z, False,
-                     counts, bounds, ins, outs, mirror_from)
-    if centre >= 0:
-        counts[centre] = n
-        for k in range(centre):
-            counts[num_taps - 1 - k] = counts[k]
-    for k in range(num_taps):
-        bounds[k + 1] = bounds[k] + counts[k]
-    ins = np.empty(bounds[num_taps], np.int64)
-    outs = np.empty(bounds[num_taps], np.int64)
-    if centre >= 0:
-        for j in range(n):
-            ins[bounds[centre] + j] = j
-            outs[bounds[centre] + j] = j
-    for c in prange(num_columns):
-        first = c * kernel_depth
-        _walk_column(keys, column_deltas[c], first, min(kernel_depth, searched_taps - first), dilation_z, True,
-                     counts, bounds, ins, outs, mirror_from)
-    return ins, outs, counts
-
-
 # ---------------------------------------------------------------- public functions
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-
-
-def submanifold_pairs(keys: torch.Tensor, column_deltas, kernel_depth: int, dilation_z: int, searched_taps: int,
-                      centre):
-    """:func:`_submanifold_pairs` on a sorted CPU int64 ``keys`` tensor: ``(in_positions,
-    out_positions, counts)`` as tensors and a tuple."""
-    with _TorchThreads():
-        ins, outs, counts = _submanifold_pairs(
-            _numpy(keys), np.asarray(column_deltas, dtype=np.int64), kernel_depth, dilation_z, searched_taps,
-            -1 if centre is None else centre,
-        )
-    return torch.from_numpy(ins), torch.from_numpy(outs), tuple(int(c) for c in counts)
 
 
 def supports(feats, weight, kernel_map, pair_weights=None) -> bool:
@@ -560,31 +295,11 @@ def supports(feats, weight, kernel_map, pair_weights=None) -> bool:
     )
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
-
-
 def _tiles(kmap) -> tuple:
     """``kmap``'s pairs grouped by (tile of output rows, offset), as numpy arrays (cached on the map)."""
     num_tiles = (kmap.num_outputs + _TILE - 1) // _TILE
     bounds = np.asarray(kmap.offset_bounds, dtype=np.int64)
-    return _tile_order(_numpy(kmap.in_rows), _numpy(kmap.out_rows), bounds, _TILE, num_tiles)
-
-
-class _TorchThreads:
-    """Run numba with torch's thread count. numba's OpenMP threading layer shares the OpenMP
-    runtime with torch, so setting numba's count also sets torch's: re-assert torch's afterwards,
-    or a numba call would silently change how many threads (and so which summation order) torch
-    uses."""
-
-    def __enter__(self):
-        self.torch_threads = torch.get_num_threads()
-        self.previous = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(self.torch_threads, numba.config.NUMBA_NUM_THREADS)))
-
-    def __exit__(self, *exc):
-        numba.set_num_threads(self.previous)
-        torch.set_num_threads(self.torch_threads)
+    return _tile_order(as_numpy(kmap.in_rows), as_numpy(kmap.out_rows), bounds, _TILE, num_tiles)
 
 
 def _run(x, w, kmap, out, skip, zero_first):
@@ -597,12 +312,12 @@ def _run(x, w, kmap, out, skip, zero_first):
             out.zero_()
         return
     np_dtype = _DTYPES[x.dtype]
-    lanes = _lanes(x.element_size() * 8)
+    lanes = vector_lanes(x.element_size() * 8)
     groups, c_in, c_out = w.shape[1:]
     tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", _TILE), _tiles)
-    with _TorchThreads():
+    with TorchThreads():
         _gemm_tiles(
-            _numpy(x).reshape(-1), _numpy(w).reshape(-1), tiled_in, tiled_out, group_bounds,
+            as_numpy(x).reshape(-1), as_numpy(w).reshape(-1), tiled_in, tiled_out, group_bounds,
             out.detach().numpy().reshape(-1), kmap.num_outputs, kmap.kernel_volume, _TILE,
             -1 if skip is None else skip, zero_first, groups, c_in, c_out, lanes, np_dtype(0),
         )
@@ -623,14 +338,12 @@ def _part_tiles(group_bounds: np.ndarray, kernel_volume: int, weight_bytes: int)
 
 
 def forward(feats, weight, pair_weights, kmap):
-    """Same as :func:`sparseconv.core._forward` (no ``pair_weights``)."""
-    from ..core import _grouped_mm
-
+    """Same as :func:`.torch_ref.forward` (no ``pair_weights``)."""
     assert pair_weights is None
     groups, c_in, c_out = weight.shape[1:]
     identity = kmap.identity_offset
     if identity is not None:
-        out = _grouped_mm(feats, weight[identity]).contiguous()
+        out = grouped_mm(feats, weight[identity]).contiguous()
     else:
         out = feats.new_empty(kmap.num_outputs, groups * c_out)
     _run(feats, weight, kmap, out, identity, zero_first=identity is None)
@@ -638,10 +351,9 @@ def forward(feats, weight, pair_weights, kmap):
 
 
 def backward(feats, weight, pair_weights, grad_out, kmap, needs):
-    """Same as :func:`sparseconv.core._backward` (no ``pair_weights``): both gradients in one walk
+    """Same as :func:`.torch_ref.backward` (no ``pair_weights``): both gradients in one walk
     over the transposed map's tiles (:func:`_backward_tiles`); the identity offset of a
-    submanifold map is one torch GEMM for each."""
-    from ..core import _grouped_mm, _grouped_weight_grad
+    submanifold map is one torch GEMM for the input gradient; its weight gradient is the kernel's."""
 
     assert pair_weights is None
     need_feats, need_weight, _ = needs
@@ -651,13 +363,11 @@ def backward(feats, weight, pair_weights, grad_out, kmap, needs):
     grad_feats = grad_weight = None
     if need_feats:
         if identity is not None:
-            grad_feats = _grouped_mm(grad_out, weight_t[identity]).contiguous()
+            grad_feats = grouped_mm(grad_out, weight_t[identity]).contiguous()
         else:
             grad_feats = feats.new_empty(kmap.num_inputs, groups * c_in)
     if need_weight:
         grad_weight = weight.new_zeros(weight.shape)  # contiguous, whatever the weight's strides
-        if identity is not None:
-            _grouped_weight_grad(feats, grad_out, grad_weight[identity])
     if kmap.num_pairs == 0 or feats.numel() == 0 or grad_out.numel() == 0 or not (need_feats or need_weight):
         if need_feats and identity is None:
             grad_feats.zero_()
@@ -670,12 +380,12 @@ def backward(feats, weight, pair_weights, grad_out, kmap, needs):
     np_dtype = _DTYPES[feats.dtype]
     partials = np.zeros((len(part_tiles) - 1) * weight.numel() if need_weight else 0, np_dtype)
     grad_x = grad_feats.detach().numpy().reshape(-1) if need_feats else np.empty(0, np_dtype)
-    with _TorchThreads():
+    with TorchThreads():
         _backward_tiles(
-            _numpy(feats).reshape(-1), _numpy(grad_out).reshape(-1), _numpy(weight_t).reshape(-1), rows_o, rows_i,
+            as_numpy(feats).reshape(-1), as_numpy(grad_out).reshape(-1), as_numpy(weight_t).reshape(-1), rows_o, rows_i,
             group_bounds, part_tiles, grad_x, partials, kmap.num_inputs, kmap.kernel_volume, _TILE,
             -1 if identity is None else identity, identity is None, need_feats, need_weight,
-            groups, c_in, c_out, _lanes(feats.element_size() * 8), np_dtype(0),
+            groups, c_in, c_out, vector_lanes(feats.element_size() * 8), np_dtype(0),
             max(4, _CHUNK_BYTES // ((c_in + c_out) * feats.element_size())),
         )
     if need_weight:  # partial gradients added left to right: the same order on every machine

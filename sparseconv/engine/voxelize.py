@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ._validation import number_triple
+from .._validation import number_triple
 from .coordinates import CoordinateSet
 from .hashing import check_grid, offset_key, pack_coords, unpack_keys
 from .tensor import SparseTensor

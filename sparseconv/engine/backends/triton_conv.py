@@ -1,7 +1,8 @@
-"""Triton backend of the core op ``out[o] += x[i] @ W[k]`` (see :mod:`sparseconv.core`), for CUDA tensors.
+"""Triton backend of the core op ``out[o] += x[i] @ W[k]`` (:mod:`sparseconv.engine.core`), for CUDA tensors.
 
 Forward: an output-stationary implicit GEMM. From the kernel map, once per map (cached with
-:meth:`KernelMap.derived`, built on the map's device with no host round-trip), a :class:`_Plan`:
+:meth:`~sparseconv.engine.kmap.KernelMap.derived`, built on the map's device with no host
+round-trip), a :class:`_Plan`:
 
 * a dense neighbour table ``table[k, r]``: the input row that reaches output row ``order[r]``
   through offset ``k``, or -1;
@@ -16,8 +17,8 @@ the offset's weight block with ``tl.dot`` into a float32 accumulator held in reg
 the tile once. Every output element is computed by one program in a fixed order (offsets
 ascending, input channels ascending): results are bitwise the same run to run, no atomics.
 
-Backward: the input gradient is the same kernel over the transposed map (:meth:`KernelMap.transpose`,
-whose plan is cached in turn) with ``W[k]^T``. The weight gradient
+Backward: the input gradient is the same kernel over the transposed map
+(:meth:`~sparseconv.engine.kmap.KernelMap.transpose`, whose plan is cached in turn) with ``W[k]^T``. The weight gradient
 ``grad_W[k] = x[in_rows_k]^T @ grad_out[out_rows_k]`` runs one program per (offset, split of the
 offset's pairs, block of input channels x block of output channels, group), looping over its pairs
 in order; the splits' partial sums (their number fixed by the map alone, at most ``_MAX_SPLITS``)
@@ -313,7 +314,7 @@ def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, 
 
 
 class TritonConv:
-    """The backend object :func:`sparseconv.core.gather_gemm_scatter` runs: ``forward`` and
+    """The backend object :func:`sparseconv.engine.core.gather_gemm_scatter` runs: ``forward`` and
     ``backward`` with the signatures of the torch path's ``_forward`` / ``_backward``.
 
     ``allow_tf32``: float32 GEMMs may use TF32 tensor cores (inputs rounded to a 10-bit mantissa);

@@ -1,4 +1,4 @@
-"""Kernel maps (rulebooks): which input row meets which output row through which weight.
+"""Building kernel maps (rulebooks): which input row meets which output row through which weight.
 
 A :class:`KernelMap` lists, for every kernel offset ``k`` (row-major over
 ``(kD, kH, kW)``, the same order as ``weight[..., kd, kh, kw]``), the pairs
@@ -19,152 +19,21 @@ One builder serves every convolution, from the offset of a kernel tap
   output back to the exact input sites it came from.
 
 Maps are built by :func:`build_kernel_map` and cached on the input's
-:class:`~sparseconv.coordinates.CoordinateSet` under a :class:`KernelMapKey`,
+:class:`~sparseconv.engine.coordinates.CoordinateSet` under a :class:`KernelMapKey`,
 which holds every parameter that determines the map.
 """
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Optional, Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import torch
 
-from . import backends
-from .coordinates import CoordinateSet
-from .hashing import COORD_MARGIN, check_grid, offset_key, unpack_keys
+from .. import backends
+from ..hashing import COORD_MARGIN, check_grid, offset_key, unpack_keys
+from .types import KernelMap, KernelMapKey, output_spatial_shape
 
-Triple = Tuple[int, int, int]
-KINDS = ("submanifold", "conv", "transposed")
-
-
-@dataclass(frozen=True)
-class KernelMapKey:
-    """Everything besides the input coordinates that determines a kernel map."""
-
-    kind: str
-    kernel_size: Triple
-    stride: Triple = (1, 1, 1)
-    padding: Triple = (0, 0, 0)
-    dilation: Triple = (1, 1, 1)
-    output_padding: Triple = (0, 0, 0)
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        for name, minimum in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1), ("output_padding", 0)):
-            value = getattr(self, name)
-            if len(value) != 3 or any(not isinstance(v, int) or v < minimum for v in value):
-                raise ValueError(f"{name} must be 3 ints >= {minimum}, got {value}")
-
-    @property
-    def kernel_volume(self) -> int:
-        kd, kh, kw = self.kernel_size
-        return kd * kh * kw
-
-
-@dataclass(frozen=True, eq=False)
-class KernelMap:
-    """Immutable rulebook: pairs of offset ``k`` are ``in_rows[b[k]:b[k+1]]`` / ``out_rows[...]``.
-
-    Attributes:
-        key: the parameters it was built for.
-        in_rows, out_rows: int64 ``[P]``, grouped by offset.
-        offset_bounds: ``K + 1`` Python ints delimiting each offset's pairs (no device sync to read).
-        num_inputs, num_outputs: rows of the input and output feature matrices.
-        input: coordinate set of the inputs.
-        output: coordinate set of the outputs (the input's own for submanifold maps).
-        identity_offset: an offset whose pairs are exactly ``(i, i)`` for every row, or None;
-            the core op skips its gather and scatter.
-        injective: within one offset every input row and every output row appears at most once
-            (true of every map built here: a tap moves each site by a fixed vector). Maps made
-            elsewhere, such as the corner pairs of a deformable convolution, set it False and the
-            core op accumulates with a scatter-add instead of gather-add-copy.
-    """
-
-    key: KernelMapKey
-    in_rows: torch.Tensor
-    out_rows: torch.Tensor
-    offset_bounds: Tuple[int, ...]
-    num_inputs: int
-    num_outputs: int
-    input: CoordinateSet
-    output: CoordinateSet
-    identity_offset: Optional[int] = None
-    injective: bool = True
-    # Not an __init__ argument: a map made from another (dataclasses.replace, tests cutting a map)
-    # starts with an empty cache instead of sharing, and so misusing, the other's derived data.
-    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    @property
-    def kernel_volume(self) -> int:
-        return len(self.offset_bounds) - 1
-
-    @property
-    def num_pairs(self) -> int:
-        return self.offset_bounds[-1]
-
-    def pairs(self, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = self.offset_bounds[k], self.offset_bounds[k + 1]
-        return self.in_rows[lo:hi], self.out_rows[lo:hi]
-
-    def pair_counts(self) -> Tuple[int, ...]:
-        b = self.offset_bounds
-        return tuple(b[k + 1] - b[k] for k in range(self.kernel_volume))
-
-    def derived(self, name: Hashable, build: Callable[["KernelMap"], Any]) -> Any:
-        """``build(self)``, computed on first ask and kept with this map under ``name``: what is
-        derived from the pairs alone (the transposed map, a backend's reordering of the pairs)
-        is built once per map, like the map itself."""
-        value = self._derived.get(name)
-        if value is None:
-            value = self._derived[name] = build(self)
-        return value
-
-    def transpose(self) -> "KernelMap":
-        """The same pairs with inputs and outputs swapped: the map of the inverse convolution."""
-        return self.derived("transpose", KernelMap._transposed)
-
-    def _transposed(self) -> "KernelMap":
-        return KernelMap(
-            key=self.key,
-            in_rows=self.out_rows,
-            out_rows=self.in_rows,
-            offset_bounds=self.offset_bounds,
-            num_inputs=self.num_outputs,
-            num_outputs=self.num_inputs,
-            input=self.output,
-            output=self.input,
-            identity_offset=self.identity_offset,
-            injective=self.injective,
-        )
-
-
-def kernel_offsets(kernel_size: Triple, device=None) -> torch.Tensor:
-    """Kernel taps ``[K, 3]`` in row-major order, matching ``weight.reshape(..., K)``."""
-    taps = list(itertools.product(*(range(k) for k in kernel_size)))
-    return torch.tensor(taps, dtype=torch.int64, device=device).reshape(-1, 3)
-
-
-def output_spatial_shape(key: KernelMapKey, spatial_shape: Triple) -> Triple:
-    """Output grid extent, with PyTorch's formulas for ``F.conv3d`` / ``F.conv_transpose3d``."""
-    if key.kind == "submanifold":
-        return tuple(spatial_shape)  # type: ignore[return-value]
-    shape = []
-    for n, k, s, p, d, op in zip(
-        spatial_shape, key.kernel_size, key.stride, key.padding, key.dilation, key.output_padding
-    ):
-        if key.kind == "conv":
-            size = (n + 2 * p - d * (k - 1) - 1) // s + 1
-        else:
-            size = (n - 1) * s - 2 * p + d * (k - 1) + op + 1
-        shape.append(size)
-    if any(size < 1 for size in shape):
-        raise ValueError(
-            f"{key.kind} with kernel_size={key.kernel_size}, stride={key.stride}, padding={key.padding}, "
-            f"dilation={key.dilation} on spatial_shape {tuple(spatial_shape)} gives an empty output grid {tuple(shape)}"
-        )
-    return tuple(shape)  # type: ignore[return-value]
+if TYPE_CHECKING:
+    from ..coordinates import CoordinateSet
 
 
 def _bounds_from_counts(counts) -> Tuple[int, ...]:
@@ -183,13 +52,13 @@ def _check_reach(key: KernelMapKey) -> None:
             )
 
 
-def _build_submanifold(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
+def _build_submanifold(coord_set: "CoordinateSet", key: KernelMapKey) -> KernelMap:
     """Neighbour search on sorted keys.
 
     Tap ``(tx, ty, tz)`` of site ``j`` is the key ``keys[j] + column_delta(tx, ty) + tz * dz``. A
     kernel that is odd on every axis is symmetric (tap ``K-1-k`` is tap ``k`` reversed), so only
     the taps before the centre are searched and the rest mirrored; the centre is the identity.
-    On CPU with numba installed the search is :func:`sparseconv.backends.numba_cpu.submanifold_pairs`
+    On CPU with numba installed the search is :func:`sparseconv.engine.backends.numba_kmap.submanifold_pairs`
     (one merge walk per kernel column); otherwise :func:`_submanifold_pairs_torch`. Both give the
     same pairs in the same order (tested).
     """
@@ -203,7 +72,7 @@ def _build_submanifold(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap
     centre = num_taps // 2 if symmetric else None
     searched = centre if symmetric else num_taps
     column_deltas = [offset_key(tx * dx - lx, ty * dy - ly, -lz) for tx in range(kx) for ty in range(ky)]
-    fast = backends.numba_backend() if keys.device.type == "cpu" else None
+    fast = backends.numba_map_search() if keys.device.type == "cpu" else None
     if fast is not None:
         in_rows, out_rows, counts = fast.submanifold_pairs(keys, column_deltas, kz, dz, searched, centre)
     else:
@@ -257,7 +126,7 @@ def _submanifold_pairs_torch(keys, column_deltas, kernel_depth: int, dilation_z:
     return torch.cat(ins), torch.cat(outs), tuple(counts)
 
 
-def _build_generative(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
+def _build_generative(coord_set: "CoordinateSet", key: KernelMapKey) -> KernelMap:
     """Strided ("conv") and transposed maps: candidate output sites per tap, then deduplicated.
 
     Each axis is handled on its own: for tap ``t`` the output coordinate of every input and
@@ -284,7 +153,8 @@ def _build_generative(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
         axis_ok.append(ok)
     batch_key = coords[:, 0] << 48
     kx, ky, kz = key.kernel_size
-    ok = (axis_ok[0][:, None, None] & axis_ok[1][None, :, None] & axis_ok[2][None, None, :]).reshape(kx * ky * kz, len(coords))
+    ok = axis_ok[0][:, None, None] & axis_ok[1][None, :, None] & axis_ok[2][None, None, :]
+    ok = ok.reshape(kx * ky * kz, len(coords))  # [taps, inputs]
     # Three device-to-host syncs for the whole map (not one per tap): the pair counts (kept on the
     # host as the offset bounds), the size of the nonzero result and the number of output sites.
     counts = ok.sum(1).tolist()
@@ -292,21 +162,21 @@ def _build_generative(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
     tx, ty, tz = tap // (ky * kz), tap // kz % ky, tap % kz
     out_keys = batch_key[rows] | (axis_out[0][tx, rows] << 32) | (axis_out[1][ty, rows] << 16) | axis_out[2][tz, rows]
     unique_keys, out_rows = torch.unique(out_keys, sorted=True, return_inverse=True)
-    out_set = CoordinateSet(
+    out_set = type(coord_set)(  # the set's own class: this module does not import it
         unpack_keys(unique_keys),
         out_shape,
         coord_set.batch_size,
         *_output_geometry(coord_set, key),
     )
     if key.kind == "conv":
-        out_set.produced_by.append((key, coord_set))
+        out_set.add_producer(key, coord_set)
     return KernelMap(
         key, rows, out_rows, _bounds_from_counts(counts), len(coord_set), unique_keys.numel(),
         coord_set, out_set,
     )
 
 
-def _output_geometry(coord_set: CoordinateSet, key: KernelMapKey):
+def _output_geometry(coord_set: "CoordinateSet", key: KernelMapKey):
     """World voxel size and origin of the output grid, so voxel centres stay in world units.
 
     A conv output site ``o`` covers input sites ``o*s - p + [0, d*(k-1)]``; its centre is placed
@@ -328,8 +198,9 @@ def _output_geometry(coord_set: CoordinateSet, key: KernelMapKey):
     return tuple(size), tuple(origin)
 
 
-def build_kernel_map(coord_set: CoordinateSet, key: KernelMapKey) -> KernelMap:
-    """Build the map for ``key`` on ``coord_set`` (uncached; use ``coord_set.kernel_map(key)``)."""
+def build_kernel_map(coord_set: "CoordinateSet", key: KernelMapKey) -> KernelMap:
+    """Build the map for ``key`` on ``coord_set`` (uncached, holding both coordinate sets strongly;
+    ``coord_set.kernel_map(key)`` caches it, owned weakly, see :mod:`.types`)."""
     if key.kind == "submanifold":
         _check_reach(key)
         return _build_submanifold(coord_set, key)

@@ -29,10 +29,11 @@ Only the input features, the weight and the (shared, cached) map are saved for
 backward; gathered blocks are recomputed rather than kept. Results are deterministic:
 the order of every floating-point addition is fixed by the map.
 
-Backends (the ``backend=`` argument of :func:`gather_gemm_scatter`): ``"torch"`` is the code in
-this module, the reference. ``"numba"`` is :mod:`sparseconv.backends.numba_cpu`, a fused
+Backends (the ``backend=`` argument of :func:`gather_gemm_scatter`): ``"torch"`` is
+:mod:`sparseconv.engine.backends.torch_ref`, the reference. ``"numba"`` is
+:mod:`sparseconv.engine.backends.numba_conv`, a fused
 gather-GEMM-scatter kernel compiled with numba (optional dependency) for CPU float32/float64
-injective maps without pair weights. ``"triton"`` is :mod:`sparseconv.backends.triton_conv`, an
+injective maps without pair weights. ``"triton"`` is :mod:`sparseconv.engine.backends.triton_conv`, an
 output-stationary implicit GEMM in Triton (optional dependency) for CUDA float32/float16/bfloat16
 injective maps without pair weights (deformable and dynamic convolutions stay on the torch path):
 float16/bfloat16 are computed natively with float32 accumulation, float32 with exact products unless
@@ -54,127 +55,10 @@ from typing import Optional
 import torch
 
 from . import backends
-from .kernel_map import KernelMap
+from .backends import torch_ref
+from .kmap import KernelMap
 
 _REDUCED = (torch.bfloat16, torch.float16)
-
-
-def _grouped_mm(rows: torch.Tensor, weight_k: torch.Tensor) -> torch.Tensor:
-    """``rows [P, G*Ci] @ blockdiag(weight_k [G, Ci, Co]) -> [P, G*Co]``."""
-    groups, c_in, c_out = weight_k.shape
-    if groups == 1:
-        return rows @ weight_k[0]
-    per_group = rows.view(-1, groups, c_in).transpose(0, 1)  # [G, P, Ci]
-    return torch.bmm(per_group, weight_k).transpose(0, 1).reshape(-1, groups * c_out)
-
-
-def _largest_offset(kmap: KernelMap) -> int:
-    counts = [c for k, c in enumerate(kmap.pair_counts()) if k != kmap.identity_offset]
-    return max(counts, default=0)
-
-
-def _grouped_weight_grad(x_k: torch.Tensor, g_k: torch.Tensor, out: torch.Tensor) -> None:
-    """``out [G, Ci, Co] = x_k^T @ g_k`` per group, written in place."""
-    groups, c_in, c_out = out.shape
-    if groups == 1:
-        torch.mm(x_k.t(), g_k, out=out[0])
-    else:
-        torch.bmm(x_k.view(-1, groups, c_in).permute(1, 2, 0), g_k.view(-1, groups, c_out).transpose(0, 1), out=out)
-
-
-def _accumulate(target: torch.Tensor, rows: torch.Tensor, contribution: torch.Tensor, injective: bool, buffer):
-    """``target[rows] += contribution``. Rows unique within the offset (injective maps) take the
-    parallel gather-add-copy route; others a scatter-add."""
-    if not injective:
-        target.index_add_(0, rows, contribution)
-        return
-    acc = torch.index_select(target, 0, rows, out=buffer[: rows.numel()])
-    acc += contribution
-    target.index_copy_(0, rows, acc)
-
-
-def _accumulate_mm(target, rows, gathered, weight_k, injective: bool, buffer) -> None:
-    """``target[rows] += gathered @ weight_k`` (block-diagonal over groups)."""
-    if injective and weight_k.shape[0] == 1:
-        acc = torch.index_select(target, 0, rows, out=buffer[: rows.numel()])
-        acc.addmm_(gathered, weight_k[0])
-        target.index_copy_(0, rows, acc)
-    else:
-        _accumulate(target, rows, _grouped_mm(gathered, weight_k), injective, buffer)
-
-
-def _forward(feats, weight, pair_weights, kmap: KernelMap) -> torch.Tensor:
-    groups, c_in, c_out = weight.shape[1:]
-    identity = kmap.identity_offset
-    if identity is not None and pair_weights is None:
-        out = _grouped_mm(feats, weight[identity])
-    else:
-        out = feats.new_zeros(kmap.num_outputs, groups * c_out)
-        identity = None
-    largest = _largest_offset(kmap) if identity is not None else max(kmap.pair_counts(), default=0)
-    gathered_buffer = feats.new_empty(largest, groups * c_in)
-    acc_buffer = feats.new_empty(largest, groups * c_out)
-    bounds = kmap.offset_bounds
-    for k in range(kmap.kernel_volume):
-        lo, hi = bounds[k], bounds[k + 1]
-        if lo == hi or k == identity:
-            continue
-        gathered = torch.index_select(feats, 0, kmap.in_rows[lo:hi], out=gathered_buffer[: hi - lo])
-        if pair_weights is not None:
-            gathered.mul_(pair_weights[lo:hi, None])
-        _accumulate_mm(out, kmap.out_rows[lo:hi], gathered, weight[k], kmap.injective, acc_buffer)
-    return out
-
-
-def _backward(feats, weight, pair_weights, grad_out, kmap: KernelMap, needs):
-    """All gradients in one pass over the map: each offset's output-gradient rows are gathered
-    once and serve the input gradient (``a * g @ W^T`` scattered to the inputs), the weight
-    gradient (``(a * x)^T @ g``) and the pair-weight gradient (``<x, g @ W^T>`` per pair)."""
-    need_feats, need_weight, need_pairs = needs
-    groups, c_in, c_out = weight.shape[1:]
-    weight_t = weight.transpose(2, 3)
-    identity = kmap.identity_offset if pair_weights is None else None
-    grad_feats = grad_weight = grad_pairs = None
-    if need_feats:
-        if identity is not None:
-            grad_feats = _grouped_mm(grad_out, weight_t[identity])
-        else:
-            grad_feats = feats.new_zeros(kmap.num_inputs, groups * c_in)
-    if need_weight:
-        grad_weight = torch.zeros_like(weight)
-        if identity is not None:
-            _grouped_weight_grad(feats, grad_out, grad_weight[identity])
-    if need_pairs:
-        grad_pairs = torch.zeros_like(pair_weights)
-    largest = _largest_offset(kmap) if identity is not None else max(kmap.pair_counts(), default=0)
-    g_buffer = grad_out.new_empty(largest, groups * c_out)
-    x_buffer = feats.new_empty(largest, groups * c_in) if (need_weight or need_pairs) else None
-    acc_buffer = feats.new_empty(largest, groups * c_in) if need_feats else None
-    bounds = kmap.offset_bounds
-    for k in range(kmap.kernel_volume):
-        lo, hi = bounds[k], bounds[k + 1]
-        if lo == hi or k == identity:
-            continue
-        in_rows = kmap.in_rows[lo:hi]
-        g_k = torch.index_select(grad_out, 0, kmap.out_rows[lo:hi], out=g_buffer[: hi - lo])
-        x_k = None
-        if need_weight or need_pairs:
-            x_k = torch.index_select(feats, 0, in_rows, out=x_buffer[: hi - lo])
-        if pair_weights is None:
-            if need_weight:
-                _grouped_weight_grad(x_k, g_k, grad_weight[k])
-            if need_feats:
-                _accumulate_mm(grad_feats, in_rows, g_k, weight_t[k], kmap.injective, acc_buffer)
-            continue
-        a_k = pair_weights[lo:hi, None]
-        back = _grouped_mm(g_k, weight_t[k])  # g @ W^T: [P_k, C_in]
-        if need_pairs:
-            grad_pairs[lo:hi] = (x_k * back).sum(1)
-        if need_weight:
-            _grouped_weight_grad(x_k.mul_(a_k), g_k, grad_weight[k])
-        if need_feats:
-            _accumulate(grad_feats, in_rows, back.mul_(a_k), kmap.injective, acc_buffer)
-    return grad_feats, grad_weight, grad_pairs
 
 
 class _GatherGemmScatter(torch.autograd.Function):
@@ -187,7 +71,7 @@ class _GatherGemmScatter(torch.autograd.Function):
         with torch.autocast(feats.device.type, enabled=False):
             if compiled is not None:
                 return compiled.forward(feats, weight, pair_weights, kmap)
-            return _forward(feats, weight, pair_weights, kmap)
+            return torch_ref.forward(feats, weight, pair_weights, kmap)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -198,7 +82,7 @@ class _GatherGemmScatter(torch.autograd.Function):
             if ctx.compiled is not None and not torch.is_grad_enabled():
                 grads = ctx.compiled.backward(*args)
             else:
-                grads = _backward(*args)
+                grads = torch_ref.backward(*args)
         return (*grads, None, None)
 
 
