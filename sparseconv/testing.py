@@ -215,7 +215,7 @@ def check_dense_equivalence(
     gradient_errors: Dict[str, float] = {}
     if backward:
         gen = torch.Generator().manual_seed(seed)
-        grad = torch.randn(out.feats.shape, generator=gen, dtype=out.feats.dtype)
+        grad = torch.randn(out.feats.shape, generator=gen, dtype=out.feats.dtype).to(out.feats.device)
         sparse_grads = torch.autograd.grad(out.feats, [feats, *params.values()], grad, allow_unused=True)
         dense_grad = torch.zeros_like(dense_out)
         dense_grad[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]] = grad

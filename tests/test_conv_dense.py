@@ -1,5 +1,6 @@
 """The heart of the suite: every spatial module equals its dense PyTorch twin at the active
 sites, the active sites are exactly the contracted ones, and gradients match (float64)."""
+import copy
 import itertools
 
 import pytest
@@ -15,6 +16,8 @@ PADDINGS = [0, 1, (2, 0, 1)]
 # (in_channels, out_channels, groups): plain, grouped, 4 groups, depthwise (groups == in_channels)
 GROUPINGS = [(4, 6, 1), (4, 6, 2), (8, 4, 4), (4, 8, 4)]
 SHAPE = (11, 10, 12)
+# the convolution tests run again on CUDA tensors where a GPU is (python -m pytest -m cuda)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def _input(case: int, channels: int, dtype=torch.float64):
@@ -45,47 +48,52 @@ def _id(case):
     return "k{}-s{}-p{}-d{}-g{}".format(*case[:4], case[4][2]).replace(" ", "")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("index,case", list(enumerate(_cases())), ids=lambda v: _id(v) if isinstance(v, tuple) else "")
-def test_sparse_conv3d_matches_conv3d(index, case):
+def test_sparse_conv3d_matches_conv3d(index, case, device):
     kernel, stride, padding, dilation, (cin, cout, groups) = case
     assert _fits(kernel, padding, dilation)
     torch.manual_seed(0)
-    module = snn.SparseConv3d(cin, cout, kernel, stride, padding, dilation, groups).double()
-    assert_dense_equivalent(module, _input(index, cin))
+    module = snn.SparseConv3d(cin, cout, kernel, stride, padding, dilation, groups).double().to(device)
+    assert_dense_equivalent(module, _input(index, cin).to(device))
 
 
 @pytest.mark.parametrize(
     "kernel,dilation,grouping",
     [(k, d, g) for (k, d), g in zip(itertools.product(KERNELS, DILATIONS), itertools.cycle(GROUPINGS))],
 )
-def test_subm_conv3d_matches_same_padded_conv3d(kernel, dilation, grouping):
+@pytest.mark.parametrize("device", DEVICES)
+def test_subm_conv3d_matches_same_padded_conv3d(kernel, dilation, grouping, device):
     cin, cout, groups = grouping
     torch.manual_seed(1)
-    module = snn.SubMConv3d(cin, cout, kernel, dilation, groups).double()
-    report = assert_dense_equivalent(module, _input(7, cin))
+    module = snn.SubMConv3d(cin, cout, kernel, dilation, groups).double().to(device)
+    report = assert_dense_equivalent(module, _input(7, cin).to(device))
     assert report.num_sites == len(_input(7, cin))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", _cases(), ids=_id)
-def test_sparse_conv_transpose3d_matches_conv_transpose3d(case):
+def test_sparse_conv_transpose3d_matches_conv_transpose3d(case, device):
     kernel, stride, padding, dilation, (cin, cout, groups) = case
     s = (stride,) * 3 if isinstance(stride, int) else stride
     d = (dilation,) * 3 if isinstance(dilation, int) else dilation
     output_padding = tuple(max(ss, dd) - 1 for ss, dd in zip(s, d))
     torch.manual_seed(2)
-    module = snn.SparseConvTranspose3d(cin, cout, kernel, stride, padding, output_padding, dilation, groups).double()
-    x = random_sparse_tensor((5, 4, 6), cin, batch_size=2, density=0.15, empty_batches=(0,), seed=3)
+    module = snn.SparseConvTranspose3d(cin, cout, kernel, stride, padding, output_padding, dilation, groups)
+    module = module.double().to(device)
+    x = random_sparse_tensor((5, 4, 6), cin, batch_size=2, density=0.15, empty_batches=(0,), seed=3).to(device)
     assert_dense_equivalent(module, x)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", _cases(), ids=_id)
-def test_inverse_conv3d_returns_to_strided_conv_input(case):
+def test_inverse_conv3d_returns_to_strided_conv_input(case, device):
     kernel, stride, padding, dilation, (cin, cout, groups) = case
     torch.manual_seed(3)
-    x = _input(11, cin)
-    down = snn.SparseConv3d(cin, cout, kernel, stride, padding, dilation, groups).double()
+    x = _input(11, cin).to(device)
+    down = snn.SparseConv3d(cin, cout, kernel, stride, padding, dilation, groups).double().to(device)
     y = down(x)
-    up = snn.SparseInverseConv3d(cout, cin, kernel, stride, padding, dilation, groups).double()
+    up = snn.SparseInverseConv3d(cout, cin, kernel, stride, padding, dilation, groups).double().to(device)
     assert_dense_equivalent(up, y, target=x)
     # found without target: the output lands on x's own coordinate set (and its cached maps)
     assert up(y).coordinate_set is x.coordinate_set
@@ -125,9 +133,11 @@ def test_avg_pool3d_matches_avg_pool3d(kernel, stride, padding, count_include_pa
     ],
     ids=["conv", "subm", "transposed", "depthwise"],
 )
-def test_float32_matches_dense_twin_at_float32_precision(module):
-    x = _input(9, module.in_channels, dtype=torch.float32)
-    report = check_dense_equivalence(module, x, rtol=1e-5)
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_matches_dense_twin_at_float32_precision(module, device):
+    """On CUDA this is the Triton backend (``backend="auto"``) against cuDNN at float32 precision."""
+    x = _input(9, module.in_channels, dtype=torch.float32).to(device)
+    report = check_dense_equivalence(copy.deepcopy(module).to(device), x, rtol=1e-5)
     assert report.passed, report.failures
 
 

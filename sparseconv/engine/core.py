@@ -33,11 +33,18 @@ Backends (the ``backend=`` argument of :func:`gather_gemm_scatter`): ``"torch"``
 :mod:`sparseconv.engine.backends.torch_ref`, the reference. ``"numba"`` is
 :mod:`sparseconv.engine.backends.numba_conv`, a fused
 gather-GEMM-scatter kernel compiled with numba (optional dependency) for CPU float32/float64
-injective maps without pair weights; it raises if numba is missing or the case is unsupported.
-``"auto"`` (default) takes numba where it is installed and supports the case (on the 2-core CI
-machine its forward took 0.25-0.53x and its backward 0.27-0.58x of the torch path's time at 16-64
-channels, ``benchmarks/bench_backends.py``), else torch.
-Both are deterministic; they agree to rounding, not bitwise (different summation order).
+injective maps without pair weights. ``"triton"`` is :mod:`sparseconv.engine.backends.triton_conv`, an
+output-stationary implicit GEMM in Triton (optional dependency) for CUDA float32/float16/bfloat16
+injective maps without pair weights (deformable and dynamic convolutions stay on the torch path):
+float16/bfloat16 are computed natively with float32 accumulation, float32 with exact products unless
+``allow_tf32=True``; CPU tensors are accepted only under Triton's interpreter (``TRITON_INTERPRET=1``,
+how it is tested without a GPU). An explicitly named backend raises if it is missing or the case is
+unsupported. ``"auto"`` (default) takes triton for CUDA tensors where it imports and supports the case,
+numba for CPU tensors where it is installed and supports the case (on the 2-core CI machine its forward
+took 0.25-0.53x and its backward 0.27-0.58x of the torch path's time at 16-64 channels,
+``benchmarks/bench_backends.py``), else torch. No GPU has measured the triton backend yet
+(``benchmarks/bench_gpu.py`` is ready to). All are deterministic, with no float atomics; they agree
+to rounding, not bitwise (different summation order).
 Double backward (``create_graph=True``) always differentiates through the torch path's backward.
 """
 from __future__ import annotations
@@ -99,6 +106,33 @@ def _select_backend(backend: str, feats, weight, pair_weights, kmap: KernelMap):
     return module
 
 
+def _select_triton(backend: str, feats, weight, pair_weights, kmap: KernelMap, allow_tf32: bool):
+    """The Triton backend to run (``backend="triton"``, or ``"auto"`` on CUDA tensors), or None.
+    Asked before the reduced-precision cast: Triton computes float16/bfloat16 natively."""
+    if backend != "triton" and not (backend == "auto" and feats.device.type == "cuda"):
+        return None
+    module = backends.triton_backend()
+    if module is None:
+        if backend == "triton":
+            raise RuntimeError(f"backend='triton' needs triton ({backends.triton_unavailable_reason()})")
+        return None
+    if not module.supports(feats, weight, kmap, pair_weights):
+        if backend != "triton":
+            return None
+        if feats.device.type == "cpu" and not module.interpreting():
+            raise RuntimeError(
+                "backend='triton' needs CUDA tensors, got CPU tensors; CPU tensors run only in Triton's "
+                "interpreter (environment variable TRITON_INTERPRET=1)"
+            )
+        raise ValueError(
+            "backend='triton' supports CUDA float32/float16/bfloat16 features, injective kernel maps and no "
+            f"pair_weights; got {feats.dtype} on {feats.device} (weight on {weight.device}, map on "
+            f"{kmap.in_rows.device}), injective={kmap.injective}, "
+            f"pair_weights={'given' if pair_weights is not None else None}"
+        )
+    return module.TritonConv(allow_tf32=allow_tf32)
+
+
 def autocast_inputs(feats: torch.Tensor, *others: Optional[torch.Tensor]):
     """Inside ``torch.autocast`` for ``feats``' device, cast ``feats`` and the floating tensors in
     ``others`` to the autocast dtype, as autocast does for ``F.conv3d``; unchanged otherwise."""
@@ -116,6 +150,7 @@ def gather_gemm_scatter(
     kernel_map: KernelMap,
     pair_weights: Optional[torch.Tensor] = None,
     backend: str = "auto",
+    allow_tf32: bool = False,
 ) -> torch.Tensor:
     """Apply ``weight [K, G, C_in/G, C_out/G]`` over ``kernel_map``; returns ``[num_outputs, C_out]``.
 
@@ -128,10 +163,14 @@ def gather_gemm_scatter(
     ``torch.autocast`` the inputs are first cast to the autocast dtype (:func:`autocast_inputs`),
     so a sparse conv under autocast computes in the same precision as ``F.conv3d`` would.
 
-    ``backend``: ``"auto"`` (default), ``"torch"`` or ``"numba"``; see the module docstring.
+    ``backend``: ``"auto"`` (default), ``"torch"``, ``"numba"`` or ``"triton"``; see the module docstring.
+    ``allow_tf32``: let the Triton backend's float32 GEMMs use TF32 tensor cores (inputs rounded to a
+    10-bit mantissa); by default, and on every other path, float32 products are exact.
     """
     if not isinstance(backend, str) or backend not in backends.BACKENDS:
         raise ValueError(f"backend must be one of {backends.BACKENDS}, got {backend!r}")
+    if not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be a bool, got {allow_tf32!r}")
     if feats.dim() != 2 or feats.shape[0] != kernel_map.num_inputs:
         raise ValueError(f"feats must have shape [{kernel_map.num_inputs}, C], got {tuple(feats.shape)}")
     if weight.dim() != 4 or weight.shape[0] != kernel_map.kernel_volume:
@@ -152,6 +191,9 @@ def gather_gemm_scatter(
             )
         if pair_weights.dtype != feats.dtype:
             raise TypeError(f"pair_weights dtype {pair_weights.dtype} does not match feats dtype {feats.dtype}")
+    triton_conv = _select_triton(backend, feats, weight, pair_weights, kernel_map, allow_tf32)
+    if triton_conv is not None:
+        return _GatherGemmScatter.apply(feats.contiguous(), weight, pair_weights, kernel_map, triton_conv)
     if feats.dtype in _REDUCED:
         pairs32 = None if pair_weights is None else pair_weights.float()
         feats32, weight32 = feats.float().contiguous(), weight.float()

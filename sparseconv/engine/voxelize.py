@@ -147,9 +147,9 @@ def _gather_inputs(points, feats, batch, batch_size):
         if batch.dim() != 1 or batch.shape[0] != P:
             raise ValueError(f"batch must have shape [P] = [{P}] (one index per point), got {tuple(batch.shape)}")
         batch = batch.to(device=pts.device, dtype=torch.int64)
-        if P and bool((batch < 0).any()):
-            raise ValueError(f"batch must be non-negative, got minimum {int(batch.min())}")
-        max_batch = int(batch.max()) if P else 0
+        min_batch, max_batch = torch.stack((batch.min(), batch.max())).tolist() if P else (0, 0)  # one sync
+        if min_batch < 0:
+            raise ValueError(f"batch must be non-negative, got minimum {min_batch}")
     if batch_size is None:
         batch_size = max_batch + 1
     elif int(batch_size) <= max_batch:
@@ -275,15 +275,19 @@ def voxelize(
     else:
         keep = None
 
-    if float(grid.abs().max()) >= _MAX_GRID_COORD:
+    icoords = grid.to(torch.int64)
+    shift = torch.div(icoords.min(0).values, align, rounding_mode="floor") * align
+    icoords = icoords - shift
+    # One device-to-host sync for what the host needs of the grid: its reach (range check), the
+    # origin shift and the spatial shape (integers below 2^52: exact in float64).
+    reach, *extent = torch.cat((grid.abs().max().reshape(1), shift.double(), icoords.max(0).values.double())).tolist()
+    if reach >= _MAX_GRID_COORD:
         raise ValueError(
             f"points are too far from origin for voxel_size {size} (grid coordinate beyond 2^52); "
             "use a larger voxel_size or a nearer origin"
         )
-    icoords = grid.to(torch.int64)
-    shift = torch.div(icoords.min(0).values, align, rounding_mode="floor") * align
-    icoords = icoords - shift
-    spatial_shape = tuple(int(v) + 1 for v in icoords.max(0).values.tolist())
+    shift_list = [int(v) for v in extent[:3]]
+    spatial_shape = tuple(int(v) + 1 for v in extent[3:])
     try:
         check_grid(spatial_shape, batch_size)
     except ValueError as error:
@@ -318,7 +322,6 @@ def voxelize(
             out = f.index_select(0, first)
 
     coords = unpack_keys(ukeys)
-    shift_list = shift.tolist()
     new_origin = tuple(o + m * s for o, m, s in zip(origin_t, shift_list, size))
     cset = CoordinateSet(coords, spatial_shape, batch_size, size, new_origin)
     tensor = SparseTensor.from_coordinate_set(out, cset)

@@ -200,8 +200,8 @@ def voxelize_in_range(
         raise ValueError(f"empty grid for range {tuple(point_cloud_range)} and voxel_size {tuple(size.tolist())}")
     kept_points, kept_feats = [], []
     for p, f in zip(clouds, feat_list):
-        v = torch.floor((p.to(torch.float64) - lo) / size)
-        keep = ((v >= 0) & (v < grid)).all(1)
+        v = torch.floor((p.to(torch.float64) - lo.to(p.device)) / size.to(p.device))
+        keep = ((v >= 0) & (v < grid.to(p.device))).all(1)
         kept_points.append(p[keep])
         if f is None:
             f = p.new_ones(p.shape[0], 1)
@@ -212,6 +212,6 @@ def voxelize_in_range(
     # voxelize shifts the grid to start at the first occupied voxel; shift it back to `lo`.
     shift = torch.round((torch.tensor(st.origin, dtype=torch.float64) - lo) / size).to(torch.int64)
     coords = st.coords.clone()
-    coords[:, 1:] += shift
+    coords[:, 1:] += shift.to(coords.device)
     return SparseTensor(st.feats, coords, tuple(grid.tolist()), len(clouds), voxel_size=tuple(size.tolist()),
                         origin=tuple(lo.tolist()))

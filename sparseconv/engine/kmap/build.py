@@ -93,7 +93,7 @@ def _submanifold_pairs_torch(keys, column_deltas, kernel_depth: int, dilation_z:
     n = keys.numel()
     padded = torch.cat((keys, keys.new_full((1,), -1)))  # position n: a sentinel no key equals
     positions = torch.arange(n, device=keys.device)
-    ins, outs, counts = [], [], []
+    found, landed = [], []
     for column, delta in enumerate(column_deltas):
         first = column * kernel_depth
         if first >= searched_taps:
@@ -105,10 +105,16 @@ def _submanifold_pairs_torch(keys, column_deltas, kernel_depth: int, dilation_z:
                 for _ in range(dilation_z):
                     at = at + (padded[at] == query)
                     query = query + 1
-            out_pos = (padded[at] == query).nonzero().squeeze(1)
-            ins.append(at[out_pos])
-            outs.append(out_pos)
-            counts.append(out_pos.numel())
+            found.append(padded[at] == query)
+            landed.append(at)
+    ins, outs, counts = [], [], []
+    if found:
+        # Two device-to-host syncs for the whole search (not one per tap): the pair counts, which
+        # the map keeps on the host, and the size of the nonzero result.
+        hits = torch.stack(found)  # [taps, n]
+        counts = hits.sum(1).tolist()
+        outs = list(hits.nonzero()[:, 1].split(counts))
+        ins = [at[out_pos] for at, out_pos in zip(landed, outs)]
     if centre is not None:
         ins.append(positions)
         outs.append(positions)
@@ -146,21 +152,16 @@ def _build_generative(coord_set: "CoordinateSet", key: KernelMapKey) -> KernelMa
         axis_out.append(o + COORD_MARGIN)
         axis_ok.append(ok)
     batch_key = coords[:, 0] << 48
-    ins, out_keys, counts = [], [], []
-    for tx in range(key.kernel_size[0]):
-        for ty in range(key.kernel_size[1]):
-            ok_xy = axis_ok[0][tx] & axis_ok[1][ty]
-            for tz in range(key.kernel_size[2]):
-                rows = (ok_xy & axis_ok[2][tz]).nonzero().squeeze(1)
-                out_keys.append(
-                    batch_key[rows]
-                    | (axis_out[0][tx][rows] << 32)
-                    | (axis_out[1][ty][rows] << 16)
-                    | axis_out[2][tz][rows]
-                )
-                ins.append(rows)
-                counts.append(rows.numel())
-    unique_keys, out_rows = torch.unique(torch.cat(out_keys), sorted=True, return_inverse=True)
+    kx, ky, kz = key.kernel_size
+    ok = axis_ok[0][:, None, None] & axis_ok[1][None, :, None] & axis_ok[2][None, None, :]
+    ok = ok.reshape(kx * ky * kz, len(coords))  # [taps, inputs]
+    # Three device-to-host syncs for the whole map (not one per tap): the pair counts (kept on the
+    # host as the offset bounds), the size of the nonzero result and the number of output sites.
+    counts = ok.sum(1).tolist()
+    tap, rows = ok.nonzero().unbind(1)  # tap-major, rows ascending within a tap
+    tx, ty, tz = tap // (ky * kz), tap // kz % ky, tap % kz
+    out_keys = batch_key[rows] | (axis_out[0][tx, rows] << 32) | (axis_out[1][ty, rows] << 16) | axis_out[2][tz, rows]
+    unique_keys, out_rows = torch.unique(out_keys, sorted=True, return_inverse=True)
     out_set = type(coord_set)(  # the set's own class: this module does not import it
         unpack_keys(unique_keys),
         out_shape,
@@ -170,7 +171,7 @@ def _build_generative(coord_set: "CoordinateSet", key: KernelMapKey) -> KernelMa
     if key.kind == "conv":
         out_set.add_producer(key, coord_set)
     return KernelMap(
-        key, torch.cat(ins), out_rows, _bounds_from_counts(counts), len(coord_set), unique_keys.numel(),
+        key, rows, out_rows, _bounds_from_counts(counts), len(coord_set), unique_keys.numel(),
         coord_set, out_set,
     )
 
