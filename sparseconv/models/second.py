@@ -94,8 +94,8 @@ class SparseVoxelBackbone8x(nn.Module):
         norm_layer: NormLayer = snn.BatchNorm,
     ):
         super().__init__()
-        check_channels("in_channels", in_channels)
-        check_channels("out_channels", out_channels)
+        in_channels = check_channels("in_channels", in_channels)
+        out_channels = check_channels("out_channels", out_channels)
         c = check_counts("channels", channels, 5, minimum=1)
         n = check_counts("num_blocks", num_blocks, 4, minimum=0)
         if n[0] == 0 and c[0] != c[1]:
