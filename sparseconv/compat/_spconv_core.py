@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,7 +50,7 @@ def expand_nd(ndim: int, value, name: str = "value") -> List[int]:
         raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
     if len(items) != ndim:
         raise ValueError(f"{name} must have {ndim} entries (one per spatial axis), got {len(items)}: {items}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) for v in items):
         raise TypeError(f"{name} must contain ints, got {items}")
     return [as_int(v, name) for v in items]
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import nn as snn
+from .._validation import number_triple
 from ..engine.tensor import SparseTensor
 from ..engine.voxelize import voxelize
 from .blocks import NormLayer, check_channels, check_counts, down_unit, init_weights, make_blocks
@@ -193,8 +194,7 @@ def voxelize_in_range(
         raise ValueError(f"point_cloud_range must be (x0, y0, z0, x1, y1, z1), got {point_cloud_range!r}")
     lo = torch.tensor([float(v) for v in point_cloud_range[:3]], dtype=torch.float64)
     hi = torch.tensor([float(v) for v in point_cloud_range[3:]], dtype=torch.float64)
-    sizes = [voxel_size] * 3 if isinstance(voxel_size, (int, float)) else list(voxel_size)
-    size = torch.tensor([float(v) for v in sizes], dtype=torch.float64)
+    size = torch.tensor(number_triple(voxel_size, "voxel_size", positive=True), dtype=torch.float64)
     grid = torch.round((hi - lo) / size).to(torch.int64)
     if bool((grid < 1).any()):
         raise ValueError(f"empty grid for range {tuple(point_cloud_range)} and voxel_size {tuple(size.tolist())}")

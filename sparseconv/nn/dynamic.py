@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .functional import dynamic as SDY
+from .functional._checks import check_bias, check_dtype_device
 from . import functional as SF
 from .._validation import IntOrTriple, as_int
 from ..engine.tensor import SparseTensor
@@ -114,6 +115,10 @@ class _SparseDynamicConvNd(_ConvGeometry):
             raise ValueError(
                 f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
             )
+        where = f"{type(self).__name__}: "
+        check_dtype_device("weight", self.weight, input.feats, where)
+        check_bias(self.bias, (self.num_experts, self.out_channels), f"[E={self.num_experts}, C_out={self.out_channels}]",
+                   input.feats, where)
         att = self.attention(SF.global_avg_pool(input))
         weight, bias = self.mixed_weight(att)
         return SDY.sparse_conv3d_per_sample(
