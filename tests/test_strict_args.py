@@ -78,24 +78,51 @@ def test_functional_bias_shape_dtype_device(name, call, shape):
         call(x, [0.0] * 6)
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: snn.SubMConv3d(4, 6, 3),
-        lambda: snn.SparseConv3d(4, 6, 3, 1, 1),
-        lambda: snn.SparseConvTranspose3d(4, 6, 3),
-        lambda: snn.SubMDeformConv3d(4, 6, 3),
-    ],
-)
-def test_module_bias_checked(make):
-    x = _x()
-    module = make()
-    module.bias = torch.nn.Parameter(torch.zeros(1, 6))
-    with pytest.raises(ValueError, match=r"bias must have shape \[C_out=6\], got \(1, 6\)"):
-        module(x)
-    module.bias = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
-    with pytest.raises(TypeError, match="input features are torch.float32 but bias is torch.float64"):
-        module(x)
+def _spconv_input(channels=4):
+    x = _x(channels)
+    return spconv.SparseConvTensor(x.feats, x.coords.to(torch.int32), list(x.spatial_shape), x.batch_size)
+
+
+_NATIVE, _COMPAT = r"\[C_out=6\]", r"\[out_channels=6\]"
+_LAYERS = [
+    (lambda: snn.SubMConv3d(4, 6, 3), _x, _NATIVE),
+    (lambda: snn.SparseConv3d(4, 6, 3, 1, 1), _x, _NATIVE),
+    (lambda: snn.SparseConvTranspose3d(4, 6, 3), _x, _NATIVE),
+    (lambda: snn.SubMDeformConv3d(4, 6, 3), _x, _NATIVE),
+    (lambda: spconv.SubMConv3d(4, 6, 3, indice_key="s"), _spconv_input, _COMPAT),
+    (lambda: spconv.SparseConv3d(4, 6, 3, 2, 1), _spconv_input, _COMPAT),
+    (lambda: spconv.SparseConvTranspose3d(4, 6, 3), _spconv_input, _COMPAT),
+    (lambda: spconv.SubMConv3d(4, 6, 1), _spconv_input, _COMPAT),
+]
+
+
+@pytest.mark.parametrize("make,make_input,want", _LAYERS)
+def test_layer_bias_checked(make, make_input, want):
+    x, layer = make_input(), make()
+    bad = [
+        (torch.zeros(1, 6), ValueError, rf"bias must have shape {want}, got \(1, 6\)"),
+        (torch.zeros(3, 1), ValueError, rf"bias must have shape {want}, got \(3, 1\)"),
+        (torch.zeros(6, dtype=torch.float64), TypeError, "input features are torch.float32 but bias is torch.float64"),
+        (torch.zeros(6, device="meta"), ValueError, "input features are on cpu but bias is on meta"),
+    ]
+    for bias, error, match in bad:
+        layer.bias = torch.nn.Parameter(bias)
+        with pytest.raises(error, match=match):
+            layer(x)
+    layer.bias = torch.nn.Parameter(torch.zeros(6))
+    out = layer(x)
+    assert (out.feats if isinstance(out, SparseTensor) else out.features).dtype == torch.float32
+
+
+@pytest.mark.parametrize("make", [m for m, _, want in _LAYERS if want == _COMPAT])
+def test_compat_weight_checked(make):
+    x, layer = _spconv_input(), make()
+    layer.weight = torch.nn.Parameter(layer.weight.detach().double())
+    with pytest.raises(TypeError, match="input features are torch.float32 but weight is torch.float64"):
+        layer(x)
+    layer.weight = torch.nn.Parameter(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"weight must have shape \[out, \*kernel_size, in/groups\]"):
+        layer(x)
 
 
 def test_dynamic_module_bias_checked():
@@ -107,42 +134,6 @@ def test_dynamic_module_bias_checked():
     module.bias = torch.nn.Parameter(torch.zeros(6))
     with pytest.raises(ValueError, match=r"SparseCondConv3d: bias must have shape \[E=2, C_out=6\], got \(6,\)"):
         module(x)
-
-
-def _spconv_input(channels=4):
-    x = _x(channels)
-    return spconv.SparseConvTensor(x.feats, x.coords.to(torch.int32), list(x.spatial_shape), x.batch_size)
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: spconv.SubMConv3d(4, 6, 3, indice_key="s"),
-        lambda: spconv.SparseConv3d(4, 6, 3, 2, 1),
-        lambda: spconv.SparseConvTranspose3d(4, 6, 3),
-        lambda: spconv.SubMConv3d(4, 6, 1),
-    ],
-)
-def test_compat_bias_and_weight_checked(make):
-    x = _spconv_input()
-    layer = make()
-    layer.bias = torch.nn.Parameter(torch.zeros(3, 1))
-    with pytest.raises(ValueError, match=r"bias must have shape \[out_channels=6\], got \(3, 1\)"):
-        layer(x)
-    layer.bias = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
-    with pytest.raises(TypeError, match="input features are torch.float32 but bias is torch.float64"):
-        layer(x)
-    layer.bias = torch.nn.Parameter(torch.zeros(6, device="meta"))
-    with pytest.raises(ValueError, match="input features are on cpu but bias is on meta"):
-        layer(x)
-    layer.bias = torch.nn.Parameter(torch.zeros(6))
-    assert layer(x).features.dtype == torch.float32
-    layer.weight = torch.nn.Parameter(layer.weight.detach().double())
-    with pytest.raises(TypeError, match="input features are torch.float32 but weight is torch.float64"):
-        layer(x)
-    layer.weight = torch.nn.Parameter(torch.zeros(2, 2))
-    with pytest.raises(ValueError, match=r"weight must have shape \[out, \*kernel_size, in/groups\]"):
-        layer(x)
 
 
 def test_compat_inverse_bias_checked_and_names_layer():
