@@ -272,3 +272,15 @@ def test_feature_wise_modules_still_run_on_matching_channels():
         assert out.coordinate_set is x.coordinate_set
     linear = snn.Linear(4, 3)
     assert torch.equal(linear(x).feats, torch.nn.functional.linear(x.feats, linear.weight, linear.bias))
+
+
+def test_compat_channel_mismatch_names_layer():
+    x = _spconv_input(channels=4)
+    net = spconv.SparseSequential(spconv.SubMConv3d(4, 8, 3), torch.nn.BatchNorm1d(16), torch.nn.ReLU())
+    with pytest.raises(ValueError, match=r"SparseSequential layer '1': BatchNorm1d\(num_features=16\) expects 16 "
+                                         r"channels, got features with 8 channels"):
+        net(x)
+    with pytest.raises(ValueError, match=r"SparseBatchNorm\(num_features=3\) expects 3 channels, got features with 4"):
+        spconv.SparseBatchNorm(3)(x)
+    good = spconv.SparseSequential(spconv.SubMConv3d(4, 8, 3), torch.nn.BatchNorm1d(8), torch.nn.ReLU())
+    assert good(x).features.shape == (len(x.features), 8)

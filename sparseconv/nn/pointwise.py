@@ -29,21 +29,21 @@ def _expected_channels(module) -> Optional[Tuple[str, int]]:
     return None
 
 
-def check_feature_channels(module: nn.Module, feats: torch.Tensor) -> None:
+def check_feature_channels(module: nn.Module, feats: torch.Tensor, where: str = "") -> None:
     """Raise ``ValueError`` naming the module and both counts when ``feats [N, C]`` has the wrong ``C``
-    (rather than the torch message from deep inside the op)."""
+    (rather than the torch message from deep inside the op); ``where`` prefixes the message."""
     expected = _expected_channels(module)
     if expected is None:
         return
     argument, channels = expected
     if channels is None:
         raise ValueError(
-            f"{type(module).__name__} on sparse features [N, C] needs normalized_shape=(C,), "
+            f"{where}{type(module).__name__} on sparse features [N, C] needs normalized_shape=(C,), "
             f"got {tuple(module.normalized_shape)}"
         )
     if feats.dim() != 2 or feats.shape[1] != channels:
         raise ValueError(
-            f"{type(module).__name__}({argument}={channels}) expects {channels} channels, "
+            f"{where}{type(module).__name__}({argument}={channels}) expects {channels} channels, "
             f"got features with {feats.shape[-1] if feats.dim() else 0} channels (shape {tuple(feats.shape)})"
         )
 
