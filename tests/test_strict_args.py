@@ -284,3 +284,14 @@ def test_compat_channel_mismatch_names_layer():
         spconv.SparseBatchNorm(3)(x)
     good = spconv.SparseSequential(spconv.SubMConv3d(4, 8, 3), torch.nn.BatchNorm1d(8), torch.nn.ReLU())
     assert good(x).features.shape == (len(x.features), 8)
+
+
+def test_metrics_and_launch_take_numpy_integers():
+    from sparseconv.distributed import launch
+    from sparseconv.metrics import confusion_matrix
+
+    assert torch.equal(confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 1]), np.int64(2)), torch.eye(2).long())
+    with pytest.raises(ValueError, match=r"num_classes must be an integer, got 2\.5"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([0]), 2.5)
+    with pytest.raises(ValueError, match=r"nproc must be an integer, got 1\.5"):
+        launch(print, 1.5)
