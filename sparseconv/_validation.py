@@ -14,8 +14,11 @@ INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8
 
 
 def as_int(value, name: str, minimum: Optional[int] = None) -> int:
-    """``value`` as a Python int: ints and NumPy integers, and floats only when integer-valued
-    (``4.0``, never ``3.7``, which would otherwise be truncated silently); never a bool."""
+    """``value`` as a Python int: ints, NumPy integers and one-element tensors (``x.max() + 1``), and
+    floats only when integer-valued (``4.0``, never ``3.7``, which would otherwise be truncated
+    silently); never a bool."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype != torch.bool:
+        value = value.item()
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool")
     if isinstance(value, (int, np.integer)):
@@ -44,16 +47,19 @@ def triple(value: IntOrTriple, name: str, minimum: int = 0) -> Tuple[int, int, i
 
     Each entry follows :func:`as_int`: Python and NumPy integers, and integer-valued floats
     (``3.0`` -> ``3``); ``2.5`` is a ``ValueError`` naming ``name``, never truncated. A 1-D
-    NumPy array of 3 entries counts as a sequence.
+    tensor or NumPy array of 3 entries counts as a sequence.
     """
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim <= 1:
+        value = value.tolist()
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int or a sequence of 3 ints, got bool")
     if isinstance(value, (int, float, np.integer, np.floating)):
         items = (as_int(value, name),) * 3
-    elif isinstance(value, (tuple, list, torch.Size)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+    elif isinstance(value, (tuple, list, torch.Size)):
         if len(value) != 3:
             raise ValueError(f"{name} must have 3 entries (one per spatial axis), got {len(value)}: {tuple(value)}")
-        if any(not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)) for v in value):
+        numbers = (int, float, np.integer, np.floating, torch.Tensor)
+        if any(not isinstance(v, numbers) or isinstance(v, (bool, np.bool_)) for v in value):
             raise TypeError(f"{name} must contain ints, got {tuple(value)}")
         items = tuple(as_int(v, name) for v in value)
     else:

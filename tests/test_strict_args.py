@@ -163,6 +163,10 @@ def test_sparse_tensor_integer_arguments():
         assert st.spatial_shape == (6, 6, 6) and all(type(s) is int for s in st.spatial_shape)
         assert st.batch_size == 2 and type(st.batch_size) is int
     assert SparseTensor(x.feats, x.coords, (6, 6, 6), 3.0).batch_size == 3
+    inferred = x.coords.max(0).values + 1  # one-element tensors, as such code computes them
+    st = SparseTensor(x.feats, x.coords, tuple(inferred[1:]), inferred[0])
+    assert st.spatial_shape == tuple(inferred[1:].tolist()) and type(st.batch_size) is int
+    assert snn.SubMConv3d(4, 4, torch.tensor(3)).kernel_size == (3, 3, 3)
     with pytest.raises(ValueError, match=r"spatial_shape must be an integer, got 6\.5"):
         SparseTensor(x.feats, x.coords, (6, 6.5, 6))
     with pytest.raises(ValueError, match=r"batch_size must be an integer, got 2\.5"):
