@@ -22,6 +22,7 @@ from . import analysis, models, nn, testing  # noqa: E402  (after the engine the
 _deprecated.install()
 
 __all__ = [
+    "__version__",
     "SparseTensor",
     "CoordinateSet",
     "KernelMap",

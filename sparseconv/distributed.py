@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ._validation import positive_int
+
 
 def default_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
@@ -52,8 +54,7 @@ def launch(fn: Callable, nproc: int, *args, backend: Optional[str] = None) -> No
     ``fn`` must be importable (a module-level function). With ``nproc == 1`` it runs in this
     process without a process group. Raises if any process fails.
     """
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc must be a positive int, got {nproc!r}")
+    nproc = positive_int(nproc, "nproc")
     if nproc == 1:
         fn(0, 1, *args)
         return

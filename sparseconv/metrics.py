@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ._validation import positive_int
+
 __all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "overall_accuracy"]
 
 
@@ -21,8 +23,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     Raises ``ValueError`` for mismatched shapes, non-integer labels, or labels outside
     ``[0, num_classes)`` (other than ``ignore_index`` in ``target``).
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = positive_int(num_classes, "num_classes")
     for name, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"{name} must be an integer tensor of class ids, got {getattr(t, 'dtype', type(t))}")

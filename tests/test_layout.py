@@ -153,7 +153,8 @@ def test_moved_attribute_and_voxelize_stay_usable():
     assert functional.subm_conv3d is sparseconv.nn.functional.subm_conv3d
     sys.modules.pop("sparseconv.voxelize", None)
     with pytest.warns(DeprecationWarning, match="sparseconv.voxelize moved to sparseconv.engine.voxelize"):
-        from sparseconv.voxelize import REDUCTIONS  # noqa: F401
+        from sparseconv.voxelize import REDUCTIONS
+    assert REDUCTIONS is importlib.import_module("sparseconv.engine.voxelize").REDUCTIONS
     # the import machinery binds the module alias to sparseconv.voxelize: it must still voxelize
     st, _ = sparseconv.voxelize(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), voxel_size=0.5)
     assert len(st) == 2

@@ -124,7 +124,7 @@ def test_extra_repr_names_hyperparameters():
         (lambda: snn.SparseConv3d(4, 4, 3, stride=0), ValueError, "stride must be >= 1"),
         (lambda: snn.SparseConv3d(4, 4, 3, padding=-1), ValueError, "padding must be >= 0"),
         (lambda: snn.SparseConv3d(4, 4, (3, 3)), ValueError, "kernel_size must have 3 entries"),
-        (lambda: snn.SparseConv3d(4, 4, 2.5), TypeError, "kernel_size must be an int"),
+        (lambda: snn.SparseConv3d(4, 4, 2.5), ValueError, "kernel_size must be an integer, got 2.5"),
         (lambda: snn.SubMConv3d(4, 4, 3, dilation=0), ValueError, "dilation must be >= 1"),
         (lambda: snn.SparseConvTranspose3d(4, 4, 3, stride=2, output_padding=2), ValueError,
          "output_padding .* must be smaller than stride"),

@@ -14,8 +14,10 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ..engine.core import gather_gemm_scatter
+from .._validation import check_groups
+from ..engine.core import autocast_inputs, gather_gemm_scatter
 from ..engine.kmap import KernelMapKey
+from ..nn.functional._checks import check_bias, check_dtype_device
 from ._spconv_core import (
     SparseConvTensor,
     SparseModule,
@@ -100,11 +102,7 @@ class SparseConvolution(SparseModule):
     ):
         super().__init__(name=name)
         _check_ndim(ndim)
-        for label, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{label} must be a positive int, got {v!r}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
+        in_channels, out_channels, groups = check_groups(in_channels, out_channels, groups)
         if not _is_no_activation(act_type):
             raise NotImplementedError(
                 f"fused activation act_type={act_type} is an inference-only spconv GPU feature that sparseconv's "
@@ -204,7 +202,9 @@ class SparseConvolution(SparseModule):
 
     def core_weight(self) -> torch.Tensor:
         """The weight in the core op's layout ``[K, G, C_in/G, C_out/G]`` (differentiable view)."""
-        w = self.weight
+        return self._core_layout(self.weight)
+
+    def _core_layout(self, w: torch.Tensor) -> torch.Tensor:
         if self.conv1x1 and self.groups == 1:
             # spconv 2.x multiplies features by weight.view(in_channels, out_channels) for 1x1 layers.
             return w.reshape(1, 1, self.in_channels, self.out_channels)
@@ -229,6 +229,20 @@ class SparseConvolution(SparseModule):
                 "transposed", k, lift(self.stride, 1), lift(self.padding, 0), (1, 1, 1), lift(self.output_padding, 0)
             )
         return KernelMapKey("conv", k, lift(self.stride, 1), lift(self.padding, 0), lift(self.dilation, 1))
+
+    def _checked_parameters(self, feats: torch.Tensor):
+        """``(feats, core weight, bias)``, cast as autocast casts ``F.conv3d``'s inputs, after checking
+        that weight and bias have their declared shapes and the features' dtype and device (a bias is
+        never broadcast, and never changes the output's dtype)."""
+        where = f"{describe_layer(self)}: "
+        shape = (self.out_channels, *self.kernel_size, self.in_channels // self.groups)
+        if not isinstance(self.weight, torch.Tensor) or tuple(self.weight.shape) != shape:
+            got = tuple(self.weight.shape) if isinstance(self.weight, torch.Tensor) else type(self.weight).__name__
+            raise ValueError(f"{where}weight must have shape [out, *kernel_size, in/groups] = {shape}, got {got}")
+        feats, weight, bias = autocast_inputs(feats, self.weight, self.bias)
+        check_dtype_device("weight", weight, feats, where)
+        check_bias(bias, (self.out_channels,), f"[out_channels={self.out_channels}]", feats, where)
+        return feats, self._core_layout(weight), bias
 
     def _check_input(self, input) -> None:
         if not isinstance(input, SparseConvTensor):
@@ -261,10 +275,10 @@ class SparseConvolution(SparseModule):
             )
             if kind == "subm":
                 out_indices = input.indices
-        st = input._sparse_tensor()
-        feats = gather_gemm_scatter(st.feats, self.core_weight(), kernel_map)
-        if self.bias is not None:
-            feats = feats + self.bias
+        feats, weight, bias = self._checked_parameters(input._sparse_tensor().feats)
+        feats = gather_gemm_scatter(feats, weight, kernel_map)
+        if bias is not None:
+            feats = feats + bias
         if add_input is not None:
             if not isinstance(add_input, SparseConvTensor) or not same_sites(
                 add_input._coordinate_set(), kernel_map.output

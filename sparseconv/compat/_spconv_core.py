@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,7 +23,7 @@ from ..engine.tensor import SparseTensor
 SPCONV_API_VERSION = "2.3.8"
 """The spconv release whose PyTorch API and numerics this layer reproduces."""
 
-from .._validation import INTEGER_DTYPES
+from .._validation import INTEGER_DTYPES, as_int, positive_int
 
 
 class ConvAlgo(enum.Enum):
@@ -41,17 +42,17 @@ def expand_nd(ndim: int, value, name: str = "value") -> List[int]:
         raise TypeError(f"{name} must be an int or {ndim} ints, got bool")
     if isinstance(value, torch.Tensor) or hasattr(value, "tolist"):  # tensors, numpy arrays and scalars
         value = value.tolist()
-    if isinstance(value, int):
-        return [value] * ndim
+    if isinstance(value, (int, float)):
+        return [as_int(value, name)] * ndim
     try:
         items = list(value)
     except TypeError:
         raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
     if len(items) != ndim:
         raise ValueError(f"{name} must have {ndim} entries (one per spatial axis), got {len(items)}: {items}")
-    if any(isinstance(v, bool) or int(v) != v for v in items):
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) for v in items):
         raise TypeError(f"{name} must contain ints, got {items}")
-    return [int(v) for v in items]
+    return [as_int(v, name) for v in items]
 
 
 def lift(values: Sequence[int], fill: int) -> Tuple[int, int, int]:
@@ -204,7 +205,7 @@ class SparseConvTensor:
         self._features = features
         self._indices: Optional[torch.Tensor] = indices
         self._spatial_shape = shape
-        self._batch_size = _positive_int(batch_size)
+        self._batch_size = _batch_size(batch_size)
         self._ndim = ndim
         self._coords: Optional[CoordinateSet] = None
         self._coords_sig: Optional[tuple] = None
@@ -330,7 +331,7 @@ class SparseConvTensor:
     @batch_size.setter
     def batch_size(self, value: int) -> None:
         self.indices
-        self._batch_size = _positive_int(value)
+        self._batch_size = _batch_size(value)
 
     @property
     def ndim(self) -> int:
@@ -462,12 +463,11 @@ class SparseConvTensor:
         )
 
 
-def _positive_int(value) -> int:
-    if isinstance(value, torch.Tensor):
+def _batch_size(value) -> int:
+    """spconv passes batch sizes as ints, NumPy integers or one-element tensors."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise ValueError(f"batch_size must be a positive int, got {value!r}")
-    return int(value)
+    return positive_int(value, "batch_size")
 
 
 class SparseModule(nn.Module):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import functional as SF
+from ..nn.pointwise import check_feature_channels
 from ..engine.kmap import KernelMapKey
 from ._spconv_conv import MAX_NUM_VOXELS_BUFFER
 from ._spconv_core import (
@@ -27,6 +28,7 @@ from ._spconv_registry import lookup_or_register
 class _FeatureWise:
     def forward(self, input):
         if isinstance(input, SparseConvTensor):
+            check_feature_channels(self, input.features)  # type: ignore[arg-type]
             return input.replace_feature(super().forward(input.features))  # type: ignore[misc]
         return super().forward(input)  # type: ignore[misc]
 
@@ -117,10 +119,11 @@ class SparseSequential(SparseModule):
         self.add_module(name, module)
 
     def forward(self, input):
-        for module in self._modules.values():
+        for name, module in self._modules.items():
             if is_spconv_module(module):
                 input = module(input)
             elif isinstance(input, SparseConvTensor):
+                check_feature_channels(module, input.features, f"SparseSequential layer {name!r}: ")
                 if input.features.shape[0] != 0:
                     input = input.replace_feature(module(input.features))
             else:

@@ -3,13 +3,29 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
-from .._validation import INTEGER_DTYPES, number_triple
+from .._validation import INTEGER_DTYPES, as_int, number_triple, triple
 from .coordinates import CoordinateSet
 from .hashing import check_grid, pack_coords
 
-from .._validation import INTEGER_DTYPES as INTEGER_DTYPES
+
+def _spatial_shape(value) -> Tuple[int, int, int]:
+    """``spatial_shape`` as 3 positive ints: ints, NumPy integers, integer-valued floats (``4.0``),
+    or a 1-D tensor / array of 3 such values; ``3.7`` is an error, never truncated."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"spatial_shape must be 3 positive ints, got a tensor of shape {tuple(value.shape)}")
+        value = value.tolist()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (tuple, list, torch.Size)) or len(value) != 3:
+        raise ValueError(f"spatial_shape must be 3 positive ints, got {value!r}")
+    shape = tuple(as_int(s, "spatial_shape") for s in value)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"spatial_shape must be 3 positive ints, got {shape}")
+    return shape  # type: ignore[return-value]
 
 
 class SparseTensor:
@@ -70,9 +86,7 @@ class SparseTensor:
         if spatial_shape is None:
             spatial_shape = tuple(max(m + 1, 1) for m in maxima[1:])
         else:
-            if len(spatial_shape) != 3 or any(int(s) < 1 for s in spatial_shape):
-                raise ValueError(f"spatial_shape must be 3 positive ints, got {tuple(spatial_shape)}")
-            spatial_shape = tuple(int(s) for s in spatial_shape)
+            spatial_shape = _spatial_shape(spatial_shape)
             for axis, (m, s) in enumerate(zip(maxima[1:], spatial_shape)):
                 if m >= s:
                     raise ValueError(
@@ -80,9 +94,13 @@ class SparseTensor:
                     )
         if batch_size is None:
             batch_size = max(maxima[0] + 1, 1)
-        elif int(batch_size) < 1 or maxima[0] >= int(batch_size):
-            raise ValueError(f"batch_size must be positive and exceed every batch index (max {maxima[0]}), got {batch_size}")
-        check_grid(spatial_shape, int(batch_size))
+        else:
+            batch_size = as_int(batch_size, "batch_size")
+            if batch_size < 1 or maxima[0] >= batch_size:
+                raise ValueError(
+                    f"batch_size must be positive and exceed every batch index (max {maxima[0]}), got {batch_size}"
+                )
+        check_grid(spatial_shape, batch_size)
         if n > 1:
             keys = torch.sort(pack_coords(coords)).values
             dup = keys[1:] == keys[:-1]
@@ -92,7 +110,7 @@ class SparseTensor:
             voxel_size = number_triple(voxel_size, "voxel_size", positive=True)
         if origin is not None:
             origin = number_triple(origin, "origin", positive=False)
-        coordinate_set = CoordinateSet(coords, spatial_shape, int(batch_size), voxel_size, origin)
+        coordinate_set = CoordinateSet(coords, spatial_shape, batch_size, voxel_size, origin)
         self.feats = feats
         self.coordinate_set = coordinate_set
 
@@ -198,25 +216,26 @@ class SparseTensor:
 
         Batch entries are kept; voxel size and origin follow the shift, so world positions hold.
         """
-        if len(start) != 3 or len(size) != 3 or any(int(s) < 1 for s in size):
-            raise ValueError(f"crop needs start and size as 3 ints each (size positive), got {start}, {size}")
-        lo = torch.tensor([int(v) for v in start], device=self.device)
-        extent = torch.tensor([int(v) for v in size], device=self.device)
+        if not isinstance(start, (tuple, list, torch.Size)) or len(start) != 3:
+            raise ValueError(f"crop needs start as 3 ints, got {start!r}")
+        start, size = tuple(as_int(v, "start") for v in start), triple(size, "size", minimum=1)
+        lo = torch.tensor(start, device=self.device)
+        extent = torch.tensor(size, device=self.device)
         xyz = self.coords[:, 1:]
         keep = ((xyz >= lo) & (xyz < lo + extent)).all(1)
         coords = self.coords[keep].clone()
         coords[:, 1:] -= lo
         origin = None
         if self.origin is not None and self.voxel_size is not None:
-            origin = tuple(o + int(s) * v for o, s, v in zip(self.origin, start, self.voxel_size))
+            origin = tuple(o + s * v for o, s, v in zip(self.origin, start, self.voxel_size))
         return SparseTensor(
-            self.feats[keep], coords, tuple(int(v) for v in size), self.batch_size,
+            self.feats[keep], coords, size, self.batch_size,
             voxel_size=self.voxel_size, origin=origin,
         )
 
     def densest_block(self, size: Sequence[int]) -> Tuple[int, int, int]:
         """Start of the ``size`` block (aligned to multiples of ``size``) holding the most sites."""
-        extent = torch.tensor([int(v) for v in size], device=self.device)
+        extent = torch.tensor(triple(size, "size", minimum=1), device=self.device)
         block = self.coords[:, 1:] // extent
         grid = (torch.tensor(self.spatial_shape, device=self.device) + extent - 1) // extent
         block_id = (block[:, 0] * grid[1] + block[:, 1]) * grid[2] + block[:, 2]

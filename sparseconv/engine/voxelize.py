@@ -15,12 +15,12 @@ every feature path is differentiable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .._validation import number_triple
+from .._validation import number_triple, positive_int
 from .coordinates import CoordinateSet
 from .hashing import check_grid, offset_key, pack_coords, unpack_keys
 from .tensor import SparseTensor
@@ -127,9 +127,9 @@ def _gather_inputs(points, feats, batch, batch_size):
         pts = torch.cat([c.to(dtype) for c in clouds], 0)
         if batch_size is None:
             batch_size = len(clouds)
-        elif int(batch_size) < len(clouds):
+        elif batch_size < len(clouds):
             raise ValueError(f"batch_size ({batch_size}) is smaller than the number of clouds ({len(clouds)})")
-        return pts, feats, batch, int(batch_size)
+        return pts, feats, batch, batch_size
 
     pts = _check_points(points, "points")
     if feats is not None:
@@ -152,9 +152,9 @@ def _gather_inputs(points, feats, batch, batch_size):
             raise ValueError(f"batch must be non-negative, got minimum {min_batch}")
     if batch_size is None:
         batch_size = max_batch + 1
-    elif int(batch_size) <= max_batch:
+    elif batch_size <= max_batch:
         raise ValueError(f"batch_size ({batch_size}) must exceed every batch index (max {max_batch})")
-    return pts, feats, batch, int(batch_size)
+    return pts, feats, batch, batch_size
 
 
 # -- voxelize ------------------------------------------------------------------------------
@@ -239,10 +239,9 @@ def voxelize(
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     size = number_triple(voxel_size, "voxel_size", positive=True)
     origin_t = (0.0, 0.0, 0.0) if origin is None else number_triple(origin, "origin", positive=False)
-    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
-        raise ValueError(f"align must be a positive int, got {align!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    align = positive_int(align, "align")
+    if batch_size is not None:
+        batch_size = positive_int(batch_size, "batch_size")
 
     pts, feats, batch, batch_size = _gather_inputs(points, feats, batch, batch_size)
     P = pts.shape[0]

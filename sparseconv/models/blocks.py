@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import nn as snn
-from .._validation import IntOrTriple
+from .._validation import IntOrTriple, as_int, positive_int
 from ..engine.coordinates import CoordinateSet
 from ..engine.tensor import SparseTensor
 
@@ -25,14 +25,17 @@ _SPARSE_CONVS = (snn.SubMConv3d, snn.SparseConv3d, snn.SparseConvTranspose3d, sn
 
 
 def check_channels(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    """A channel count as a positive int (NumPy integers and integer-valued floats accepted)."""
+    return positive_int(value, name)
 
 
 def check_counts(name: str, values: Sequence[int], length: int, minimum: int = 0) -> tuple:
+    """``length`` ints ``>= minimum`` (each as :func:`~sparseconv._validation.as_int` reads it)."""
     values = tuple(values)
-    if len(values) != length or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
+    if len(values) != length:
+        raise ValueError(f"{name} must be {length} ints >= {minimum}, got {values!r}")
+    values = tuple(as_int(v, name) for v in values)
+    if any(v < minimum for v in values):
         raise ValueError(f"{name} must be {length} ints >= {minimum}, got {values!r}")
     return values
 

@@ -125,9 +125,9 @@ class MinkUNet(nn.Module):
         norm_layer: NormLayer = snn.BatchNorm,
     ):
         super().__init__()
-        check_channels("in_channels", in_channels)
-        check_channels("num_classes", num_classes)
-        check_channels("base_channels", base_channels)
+        in_channels = check_channels("in_channels", in_channels)
+        num_classes = check_channels("num_classes", num_classes)
+        base_channels = check_channels("base_channels", base_channels)
         if layers is None:
             if depth not in MINKUNET_LAYERS:
                 raise ValueError(f"depth must be one of {sorted(MINKUNET_LAYERS)} (or pass layers=), got {depth!r}")

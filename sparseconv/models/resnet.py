@@ -69,15 +69,15 @@ class SparseResNet(nn.Module):
         norm_layer: NormLayer = snn.BatchNorm,
     ):
         super().__init__()
-        check_channels("in_channels", in_channels)
-        check_channels("num_classes", num_classes)
-        check_channels("base_channels", base_channels)
+        in_channels = check_channels("in_channels", in_channels)
+        num_classes = check_channels("num_classes", num_classes)
+        base_channels = check_channels("base_channels", base_channels)
         if layers is None:
             if depth not in RESNET_LAYERS:
                 raise ValueError(f"depth must be one of {sorted(RESNET_LAYERS)} (or pass layers=), got {depth!r}")
             layers = RESNET_LAYERS[depth]
         layers = check_counts("layers", layers, 4, minimum=0)
-        check_channels("downsample_kernel_size", downsample_kernel_size)
+        downsample_kernel_size = check_channels("downsample_kernel_size", downsample_kernel_size)
         self.in_channels, self.num_classes, self.layers = in_channels, num_classes, layers
         widths = tuple(base_channels * m for m in (1, 2, 4, 8))
         self.widths = widths

@@ -9,6 +9,12 @@ Axis convention: sparseconv coordinates are ``(batch, x, y, z)`` with ``z`` **up
 LiDAR generators and :func:`~sparseconv.engine.voxelize.voxelize` produce them), so height is the
 *last* spatial axis; every height-specific kernel, stride and padding below acts on it.
 (OpenPCDet orders its grids ``(z, y, x)``; its ``(3, 1, 1)`` kernel is our ``(1, 1, 3)``.)
+
+BEV order: by default the map is ``[B, C * D, X', Y']`` (x rows, y columns: the order of
+sparseconv's coordinates). OpenPCDet's and mmdetection3d's 2D heads read ``[B, C * D, Y', X']``
+(their ``HeightCompression`` views spconv's ``dense()`` ``[N, C, D, H=Y, W=X]``); build the backbone
+with ``bev_layout="yx"`` to get exactly that map, so their heads, anchors and target assigners see
+the axes they expect.
 """
 from __future__ import annotations
 
@@ -18,18 +24,23 @@ import torch
 from torch import nn
 
 from .. import nn as snn
+from .._validation import number_triple
 from ..engine.tensor import SparseTensor
 from ..engine.voxelize import voxelize
 from .blocks import NormLayer, check_channels, check_counts, down_unit, init_weights, make_blocks
 
-__all__ = ["SparseVoxelBackbone8x", "BackboneOutput", "second_backbone", "centerpoint_backbone", "voxelize_in_range"]
+#: ``bev_layout`` values: ``"xy"`` gives ``[B, C*D, X, Y]``, ``"yx"`` OpenPCDet's ``[B, C*D, Y, X]``.
+BEV_LAYOUTS = ("xy", "yx")
+
+__all__ = ["BEV_LAYOUTS", "SparseVoxelBackbone8x", "BackboneOutput", "second_backbone", "centerpoint_backbone", "voxelize_in_range"]
 
 
 class BackboneOutput(NamedTuple):
     """What :class:`SparseVoxelBackbone8x` returns (unpacks as ``bev, features``).
 
     Attributes:
-        bev: dense BEV map ``[B, C_out * D, X', Y']``.
+        bev: dense BEV map ``[B, C_out * D, X', Y']`` (``bev_layout="xy"``, the default) or
+            ``[B, C_out * D, Y', X']`` (``bev_layout="yx"``, OpenPCDet / mmdetection3d).
         features: the sparse features of every stage: ``"conv1"`` (stride 1), ``"conv2"``
             (2), ``"conv3"`` (4), ``"conv4"`` (8) and ``"out"`` (8 in x, y; 16 in z), each a
             SparseTensor with ``voxel_size`` / ``origin`` following the strides when the input
@@ -57,7 +68,8 @@ class SparseVoxelBackbone8x(nn.Module):
         conv3       SparseConv3d(c2 -> c3, k=3, s=2, p=1),       n2 SubM blocks  stride 4
         conv4       SparseConv3d(c3 -> c4, k=3, s=2, p=(1,1,0)), n3 SubM blocks  stride 8
         conv_out    SparseConv3d(c4 -> C_out, k=(1,1,3), s=(1,1,2), p=0)          stride (8, 8, 16)
-        bev         conv_out.dense() [B, C_out, X', Y', D] -> [B, C_out * D, X', Y']
+        bev         conv_out.dense() [B, C_out, X', Y', D] -> [B, C_out * D, X', Y']   (bev_layout="xy")
+                                                          -> [B, C_out * D, Y', X']   (bev_layout="yx")
 
     With the defaults (``c = (16, 16, 32, 64, 64)``, ``n = (1, 2, 2, 2)``, ``C_out = 128``) this
     is OpenPCDet's ``VoxelBackBone8x`` (SECOND); :func:`centerpoint_backbone` gives the
@@ -65,7 +77,10 @@ class SparseVoxelBackbone8x(nn.Module):
     ``conv_out`` strides only along it, shrinking a 41-voxel column to ``D = 2``.
 
     The BEV channel index is ``c * D + d`` (channel-major, height-minor), as OpenPCDet's
-    ``HeightCompression``. Each resolution builds one submanifold and one strided kernel map.
+    ``HeightCompression``. Its two spatial axes are ``(x, y)`` by default; ``bev_layout="yx"``
+    gives OpenPCDet's and mmdetection3d's ``(y, x)``, equal to ``HeightCompression`` of the same
+    features in spconv's ``(z, y, x)`` index order (``tests/test_bev_layout.py`` checks it through
+    :mod:`sparseconv.compat.spconv`). Each resolution builds one submanifold and one strided kernel map.
 
     Args:
         in_channels: input feature channels.
@@ -74,11 +89,14 @@ class SparseVoxelBackbone8x(nn.Module):
         num_blocks: SubM blocks in ``conv1 .. conv4``.
         residual: residual blocks (CenterPoint) instead of plain SubM units (SECOND).
         norm_layer: normalisation factory.
+        bev_layout: ``"xy"`` (default): ``bev`` is ``[B, C_out * D, X', Y']``; ``"yx"``:
+            ``[B, C_out * D, Y', X']``, the layout OpenPCDet / mmdetection3d heads read.
 
     Shape:
         - Input: SparseTensor ``[N, in_channels]`` on a grid ``(X, Y, Z)``, ``z`` up, batch ``B``
           (entries may be empty). The height needs ``Z >= 25`` (e.g. ``Z = 41``).
-        - Output: :class:`BackboneOutput` with ``bev`` ``[B, C_out * D, X', Y']`` where, per
+        - Output: :class:`BackboneOutput` with ``bev`` ``[B, C_out * D, X', Y']`` (``"yx"``:
+          ``[B, C_out * D, Y', X']``) where, per
           horizontal axis, ``X' = h(h(h(X)))`` with ``h(n) = (n - 1) // 2 + 1`` (``= ceil(X / 8)``),
           and ``D = g(g(h(h(Z))))`` with ``g(n) = (n - 3) // 2 + 1``;
           :meth:`bev_shape` computes it.
@@ -92,10 +110,17 @@ class SparseVoxelBackbone8x(nn.Module):
         num_blocks: Sequence[int] = (1, 2, 2, 2),
         residual: bool = False,
         norm_layer: NormLayer = snn.BatchNorm,
+        bev_layout: str = "xy",
     ):
         super().__init__()
-        check_channels("in_channels", in_channels)
-        check_channels("out_channels", out_channels)
+        if bev_layout not in BEV_LAYOUTS:
+            raise ValueError(
+                f"bev_layout must be one of {BEV_LAYOUTS} ('yx' is OpenPCDet's / mmdetection3d's [B, C*D, Y, X]), "
+                f"got {bev_layout!r}"
+            )
+        self.bev_layout = bev_layout
+        in_channels = check_channels("in_channels", in_channels)
+        out_channels = check_channels("out_channels", out_channels)
         c = check_counts("channels", channels, 5, minimum=1)
         n = check_counts("num_blocks", num_blocks, 4, minimum=0)
         if n[0] == 0 and c[0] != c[1]:
@@ -133,15 +158,20 @@ class SparseVoxelBackbone8x(nn.Module):
         return xy[0], xy[1], z
 
     def bev_shape(self, spatial_shape: Sequence[int]) -> Tuple[int, int, int]:
-        """``(C_out * D, X', Y')``: the BEV map's shape (less the batch) for an input grid."""
+        """``(C_out * D, X', Y')`` (``"yx"``: ``(C_out * D, Y', X')``): the BEV map's shape, less the batch."""
         x, y, d = self.output_spatial_shape(spatial_shape)
-        return self.out_channels * d, x, y
+        return (self.out_channels * d, y, x) if self.bev_layout == "yx" else (self.out_channels * d, x, y)
 
     @staticmethod
-    def to_bev(x: SparseTensor) -> torch.Tensor:
-        """``[B, C, X, Y, D]`` densified and the height folded into channels: ``[B, C * D, X, Y]``."""
+    def to_bev(x: SparseTensor, layout: str = "xy") -> torch.Tensor:
+        """``[B, C, X, Y, D]`` densified and the height folded into channels (index ``c * D + d``):
+        ``[B, C * D, X, Y]`` for ``layout="xy"``, ``[B, C * D, Y, X]`` for ``"yx"``."""
+        if layout not in BEV_LAYOUTS:
+            raise ValueError(f"layout must be one of {BEV_LAYOUTS}, got {layout!r}")
         dense = x.dense()
         B, C, X, Y, D = dense.shape
+        if layout == "yx":
+            return dense.permute(0, 1, 4, 3, 2).reshape(B, C * D, Y, X)
         return dense.permute(0, 1, 4, 2, 3).reshape(B, C * D, X, Y)
 
     def forward(self, x: SparseTensor) -> BackboneOutput:
@@ -154,7 +184,7 @@ class SparseVoxelBackbone8x(nn.Module):
         x4 = self.conv4(x3)
         out = self.conv_out(x4)
         features = {"conv1": x1, "conv2": x2, "conv3": x3, "conv4": x4, "out": out}
-        return BackboneOutput(self.to_bev(out), features)
+        return BackboneOutput(self.to_bev(out, self.bev_layout), features)
 
 
 def second_backbone(in_channels: int, **kwargs) -> SparseVoxelBackbone8x:
@@ -193,8 +223,7 @@ def voxelize_in_range(
         raise ValueError(f"point_cloud_range must be (x0, y0, z0, x1, y1, z1), got {point_cloud_range!r}")
     lo = torch.tensor([float(v) for v in point_cloud_range[:3]], dtype=torch.float64)
     hi = torch.tensor([float(v) for v in point_cloud_range[3:]], dtype=torch.float64)
-    sizes = [voxel_size] * 3 if isinstance(voxel_size, (int, float)) else list(voxel_size)
-    size = torch.tensor([float(v) for v in sizes], dtype=torch.float64)
+    size = torch.tensor(number_triple(voxel_size, "voxel_size", positive=True), dtype=torch.float64)
     grid = torch.round((hi - lo) / size).to(torch.int64)
     if bool((grid < 1).any()):
         raise ValueError(f"empty grid for range {tuple(point_cloud_range)} and voxel_size {tuple(size.tolist())}")

@@ -28,7 +28,7 @@ class _ConvGeometry(nn.Module):
         groups: int,
     ):
         super().__init__()
-        check_groups(in_channels, out_channels, groups)
+        in_channels, out_channels, groups = check_groups(in_channels, out_channels, groups)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = triple(kernel_size, "kernel_size", 1)
@@ -84,12 +84,10 @@ class _SparseConvNd(_ConvGeometry):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         self.output_padding = triple(output_padding, "output_padding", 0)
         self.transposed = transposed
-        if transposed:
-            shape = (in_channels, out_channels // groups, *self.kernel_size)
-        else:
-            shape = (out_channels, in_channels // groups, *self.kernel_size)
+        c_in, c_out, g = self.in_channels, self.out_channels, self.groups
+        shape = (c_in, c_out // g, *self.kernel_size) if transposed else (c_out, c_in // g, *self.kernel_size)
         self.weight = nn.Parameter(torch.empty(shape))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.bias = nn.Parameter(torch.empty(c_out)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -65,7 +65,7 @@ class SparseDeformConv3d(_SparseConvNd):
         submanifold: bool = False,
     ):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, False)
-        SD.check_offset_groups(in_channels, offset_groups)
+        offset_groups = SD.check_offset_groups(self.in_channels, offset_groups)
         SF.conv_map_key(self.kernel_size, self.stride, self.padding, self.dilation, submanifold, SD.DEFORM_LAYER)
         self.offset_groups = offset_groups
         self.modulated = bool(modulated)
@@ -73,10 +73,10 @@ class SparseDeformConv3d(_SparseConvNd):
         self.kernel_volume = self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2]
         predicted = offset_groups * self.kernel_volume * (4 if self.modulated else 3)
         if self.submanifold:
-            self.offset_conv = SubMConv3d(in_channels, predicted, self.kernel_size, self.dilation)
+            self.offset_conv = SubMConv3d(self.in_channels, predicted, self.kernel_size, self.dilation)
         else:
             self.offset_conv = SparseConv3d(
-                in_channels, predicted, self.kernel_size, self.stride, self.padding, self.dilation
+                self.in_channels, predicted, self.kernel_size, self.stride, self.padding, self.dilation
             )
         self.reset_offset_parameters()
 

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from .functional import dynamic as SDY
+from .functional._checks import check_bias, check_dtype_device
 from . import functional as SF
-from .._validation import IntOrTriple
+from .._validation import IntOrTriple, as_int
 from ..engine.tensor import SparseTensor
 from .conv import _ConvGeometry
 
@@ -33,12 +34,6 @@ class Attention(NamedTuple):
     spatial: Optional[torch.Tensor] = None  # [B, K]: per kernel tap (row-major over kD, kH, kW)
     in_channel: Optional[torch.Tensor] = None  # [B, C_in]
     out_channel: Optional[torch.Tensor] = None  # [B, C_out]
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 class _SparseDynamicConvNd(_ConvGeometry):
@@ -64,15 +59,14 @@ class _SparseDynamicConvNd(_ConvGeometry):
         temperature: float,
     ):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"num_experts (K, the number of expert kernels) must be an int >= 1, got {num_experts!r}")
-        self.num_experts = num_experts
+        self.num_experts = as_int(num_experts, "num_experts (K, the number of expert kernels)", minimum=1)
         self.submanifold = bool(submanifold)
         SF.conv_map_key(self.kernel_size, self.stride, self.padding, self.dilation, self.submanifold)  # validates
         self.temperature = temperature
         self.kernel_volume = self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2]
-        self.weight = nn.Parameter(torch.empty(num_experts, out_channels, in_channels // groups, *self.kernel_size))
-        self.bias = nn.Parameter(torch.empty(num_experts, out_channels)) if bias else None
+        experts, c_in, c_out = self.num_experts, self.in_channels, self.out_channels
+        self.weight = nn.Parameter(torch.empty(experts, c_out, c_in // self.groups, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(experts, c_out)) if bias else None
         self.reset_parameters()
 
     @property
@@ -116,6 +110,10 @@ class _SparseDynamicConvNd(_ConvGeometry):
 
     def forward(self, input: SparseTensor) -> SparseTensor:
         self._check_input(input)
+        where = f"{type(self).__name__}: "
+        check_dtype_device("weight", self.weight, input.feats, where)
+        check_bias(self.bias, (self.num_experts, self.out_channels), f"[E={self.num_experts}, C_out={self.out_channels}]",
+                   input.feats, where)
         att = self.attention(SF.global_avg_pool(input))
         weight, bias = self.mixed_weight(att)
         return SDY.sparse_conv3d_per_sample(
@@ -193,9 +191,9 @@ class SparseDynamicConv3d(_SparseDynamicConvNd):
             submanifold, temperature,
         )
         self.mode = mode
-        hidden = max(4, in_channels // 4) if hidden_channels is None else hidden_channels
-        self.hidden_channels = _positive_int("hidden_channels", hidden, 0)
-        self.router = _router(in_channels, self.hidden_channels, num_experts)
+        hidden = max(4, self.in_channels // 4) if hidden_channels is None else hidden_channels
+        self.hidden_channels = as_int(hidden, "hidden_channels", minimum=0)
+        self.router = _router(self.in_channels, self.hidden_channels, self.num_experts)
 
     def attention(self, pooled: torch.Tensor) -> Attention:
         logits = self.router(pooled) / self.temperature
@@ -268,13 +266,13 @@ class SparseODConv3d(_SparseDynamicConvNd):
             in_channels, out_channels, kernel_size, num_experts, stride, padding, dilation, groups, bias,
             submanifold, temperature,
         )
-        hidden = max(16, in_channels // 16) if hidden_channels is None else hidden_channels
-        self.hidden_channels = _positive_int("hidden_channels", hidden, 1)
-        self.squeeze = nn.Sequential(nn.Linear(in_channels, self.hidden_channels), nn.ReLU(inplace=True))
-        self.kernel_fc = nn.Linear(self.hidden_channels, num_experts)
+        hidden = max(16, self.in_channels // 16) if hidden_channels is None else hidden_channels
+        self.hidden_channels = as_int(hidden, "hidden_channels", minimum=1)
+        self.squeeze = nn.Sequential(nn.Linear(self.in_channels, self.hidden_channels), nn.ReLU(inplace=True))
+        self.kernel_fc = nn.Linear(self.hidden_channels, self.num_experts)
         self.spatial_fc = nn.Linear(self.hidden_channels, self.kernel_volume)
-        self.in_channel_fc = nn.Linear(self.hidden_channels, in_channels)
-        self.out_channel_fc = nn.Linear(self.hidden_channels, out_channels)
+        self.in_channel_fc = nn.Linear(self.hidden_channels, self.in_channels)
+        self.out_channel_fc = nn.Linear(self.hidden_channels, self.out_channels)
 
     def attention(self, pooled: torch.Tensor) -> Attention:
         h = self.squeeze(pooled)

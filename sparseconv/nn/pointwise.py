@@ -10,10 +10,42 @@ over the empty grid: ``BatchNorm(C)(x)`` equals ``nn.BatchNorm1d(C)(x.feats)``.
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import torch
 from torch import nn
 
 from ..engine.tensor import SparseTensor
+
+
+def _expected_channels(module) -> Optional[Tuple[str, int]]:
+    """``(argument name, channels)`` a feature-wise module needs, or None when any count will do."""
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return "num_features", module.num_features
+    if isinstance(module, nn.Linear):
+        return "in_features", module.in_features
+    if isinstance(module, nn.LayerNorm):
+        return "normalized_shape", module.normalized_shape[-1] if len(module.normalized_shape) == 1 else None
+    return None
+
+
+def check_feature_channels(module: nn.Module, feats: torch.Tensor, where: str = "") -> None:
+    """Raise ``ValueError`` naming the module and both counts when ``feats [N, C]`` has the wrong ``C``
+    (rather than the torch message from deep inside the op); ``where`` prefixes the message."""
+    expected = _expected_channels(module)
+    if expected is None:
+        return
+    argument, channels = expected
+    if channels is None:
+        raise ValueError(
+            f"{where}{type(module).__name__} on sparse features [N, C] needs normalized_shape=(C,), "
+            f"got {tuple(module.normalized_shape)}"
+        )
+    if feats.dim() != 2 or feats.shape[1] != channels:
+        raise ValueError(
+            f"{where}{type(module).__name__}({argument}={channels}) expects {channels} channels, "
+            f"got features with {feats.shape[-1] if feats.dim() else 0} channels (shape {tuple(feats.shape)})"
+        )
 
 
 class _FeatureWise:
@@ -21,6 +53,7 @@ class _FeatureWise:
 
     def forward(self, input):
         if isinstance(input, SparseTensor):
+            check_feature_channels(self, input.feats)  # type: ignore[arg-type]
             return input.replace(super().forward(input.feats))  # type: ignore[misc]
         if isinstance(input, torch.Tensor):
             return super().forward(input)  # type: ignore[misc]
@@ -64,6 +97,7 @@ class SyncBatchNorm(BatchNorm):
         feats = input.feats if isinstance(input, SparseTensor) else input
         if not isinstance(feats, torch.Tensor) or feats.dim() != 2:
             raise ValueError(f"SyncBatchNorm expects features [N, C], got {getattr(feats, 'shape', type(feats))}")
+        check_feature_channels(self, feats)
         out = self._sync_normalize(feats)
         return input.replace(out) if isinstance(input, SparseTensor) else out
 

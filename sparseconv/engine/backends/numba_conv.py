@@ -55,8 +55,8 @@ import torch
 from numba import njit, prange
 
 from .numba_support import (
-    TorchThreads, add_scalars_to_rows, add_to, add_to_rows, index_load, fma_4x2, vector_lanes, as_numpy, vbroadcast, vec_of,
-    vfma, vload, vstore, vzero,
+    TorchThreads, add_scalars_to_rows, add_to_rows, as_numpy, fma_4x2, index_load, vbroadcast, vector_lanes, vfma, vload,
+    vzero,
 )
 from .torch_ref import grouped_mm
 

@@ -55,21 +55,30 @@ def check_conv_args(
     out_channels = second * groups if transposed else first
     if input.num_channels != in_channels:
         raise ValueError(f"input has {input.num_channels} channels but the weight expects in_channels={in_channels}")
-    if weight.dtype != input.dtype:
-        raise TypeError(f"input features are {input.dtype} but weight is {weight.dtype}")
-    if weight.device != input.device:
-        raise ValueError(f"input features are on {input.device} but weight is on {weight.device}")
-    if bias is not None:
-        expected = (*lead, out_channels)
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != expected:
-            got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
-            want = f"[B={lead[0]}, C_out={out_channels}]" if per_sample else f"[C_out={out_channels}]"
-            raise ValueError(f"bias must have shape {want}, got {got}")
-        if bias.dtype != input.dtype:
-            raise TypeError(f"input features are {input.dtype} but bias is {bias.dtype}")
-        if bias.device != input.device:
-            raise ValueError(f"input features are on {input.device} but bias is on {bias.device}")
+    check_dtype_device("weight", weight, input.feats)
+    want = f"[B={input.batch_size}, C_out={out_channels}]" if per_sample else f"[C_out={out_channels}]"
+    check_bias(bias, (*lead, out_channels), want, input.feats)
     return groups
+
+
+def check_dtype_device(name: str, tensor: torch.Tensor, feats: torch.Tensor, where: str = "") -> None:
+    """``tensor`` (a weight, a bias) must have the input features' dtype and device; ``where``
+    prefixes the message (a layer's name)."""
+    if tensor.dtype != feats.dtype:
+        raise TypeError(f"{where}input features are {feats.dtype} but {name} is {tensor.dtype}")
+    if tensor.device != feats.device:
+        raise ValueError(f"{where}input features are on {feats.device} but {name} is on {tensor.device}")
+
+
+def check_bias(bias, shape: tuple, shape_text: str, feats: torch.Tensor, where: str = "") -> None:
+    """``bias`` is None or a tensor of exactly ``shape`` (``shape_text`` in the message; no
+    broadcasting) with the input features' dtype and device."""
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != tuple(shape):
+        got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+        raise ValueError(f"{where}bias must have shape {shape_text}, got {got}")
+    check_dtype_device("bias", bias, feats, where)
 
 
 def autocast_conv_inputs(input: SparseTensor, weight: torch.Tensor, *others):
