@@ -25,9 +25,11 @@ from torch import nn
 
 from . import functional as SF
 from .._validation import IntOrTriple
+from ..engine.kmap import KernelMapKey
 from ..engine.tensor import SparseTensor
 from .conv import SubMConv3d, _ConvGeometry
 
+_DOWN = KernelMapKey("conv", (2, 2, 2), (2, 2, 2))  # the fine -> coarse map of an octave pair
 Octave = Union[SparseTensor, Tuple[SparseTensor, SparseTensor]]
 
 
@@ -102,6 +104,11 @@ class OctaveConv3d(_ConvGeometry):
         for name, x, channels in (("x_h", x_h, self.high_in), ("x_l", x_l, self.low_in)):
             if x is not None and x.num_channels != channels:
                 raise ValueError(f"{name} must have {channels} channels, got {x.num_channels}")
+        if x_l is not None:
+            coarse = x_h.coordinate_set.kernel_map(_DOWN).output
+            if not (coarse is x_l.coordinate_set or (
+                    coarse.spatial_shape == x_l.spatial_shape and torch.equal(coarse.coords, x_l.coords))):
+                raise ValueError("x_l must lie on the 2x2x2 stride-2 downsampling of x_h's sites (as OctaveConv3d makes it)")
         return x_h, x_l
 
     def forward(self, input: Octave) -> Octave:
@@ -116,9 +123,7 @@ class OctaveConv3d(_ConvGeometry):
             return y_h
         coarse = octave_down(x_h)
         if x_l is not None:
-            if not (coarse.coordinate_set is x_l.coordinate_set or torch.equal(coarse.coords, x_l.coords)):
-                raise ValueError("x_l must lie on the 2x2x2 stride-2 downsampling of x_h's sites (as OctaveConv3d makes it)")
-            coarse = x_l.replace(coarse.feats)
+            coarse = x_l.replace(coarse.feats)  # the same sites (checked above), x_l's coordinate set
         y_l = self.conv_hl(coarse).feats
         if self.conv_ll is not None:
             y_l = y_l + self.conv_ll(x_l).feats
