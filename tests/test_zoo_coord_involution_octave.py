@@ -82,5 +82,5 @@ def test_octave_shapes_paths_and_bad_input():
         middle((h, other))
     with pytest.raises(ValueError, match=r"alpha_in must be a number in \[0, 1\)"):
         snn.OctaveConv3d(4, 4, 3, alpha_in=1.0)
-    with pytest.raises(ValueError, match="leaves no high-frequency channel of 1"):
-        snn.OctaveConv3d(4, 1, 3, alpha_out=0.99)
+    with pytest.raises(ValueError, match=r"alpha_out must be a number in \[0, 1\), got -0.5"):
+        snn.OctaveConv3d(4, 4, 3, alpha_out=-0.5)

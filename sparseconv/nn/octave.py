@@ -36,9 +36,7 @@ Octave = Union[SparseTensor, Tuple[SparseTensor, SparseTensor]]
 def _split(channels: int, alpha: float, name: str) -> Tuple[int, int]:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 1:
         raise ValueError(f"{name} must be a number in [0, 1), got {alpha!r}")
-    low = int(alpha * channels)
-    if channels - low < 1:
-        raise ValueError(f"{name}={alpha} leaves no high-frequency channel of {channels}")
+    low = int(alpha * channels)  # < channels, as alpha < 1
     return channels - low, low
 
 
