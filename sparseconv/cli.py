@@ -472,6 +472,12 @@ def cmd_view(args) -> int:
 def cmd_check(args) -> int:
     from .checks import OPS, format_table, run_checks
 
+    if args.list:
+        print("\n".join(OPS))
+        return EXIT_OK
+    unknown = [op for op in args.op or () if op not in OPS]
+    if unknown:
+        raise CliError(f"unknown op {unknown[0]!r} for --op; 'sparseconv check --list' lists the {len(OPS)} ops")
     ops = tuple(args.op) if args.op else OPS
     grid = "quick" if args.quick else "full"
     print(f"dense-twin checks ({grid} grid, float64, forward and gradients): each sparse op against "
@@ -574,13 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", "dense-vs-sparse equivalence of every op, as a table",
             "Run every spatial op (convolutions, transposed and inverse convolutions, pooling) against its dense\n"
-            "PyTorch twin over a grid of kernel sizes, strides, paddings, dilations and groups, in float64,\n"
-            "forward and backward. Prints a table; exits 1 if any configuration disagrees.", cmd_check)
+            "PyTorch twin over a grid of kernel sizes, strides, paddings, dilations and groups, and the deformable,\n"
+            "dynamic and variant convolutions over their own configurations, in float64, forward and backward.\n"
+            "Prints a table; exits 1 if any configuration disagrees.", cmd_check)
     p.add_argument("--quick", action="store_true", help="a few configurations per op (about a second)")
     p.add_argument("--op", action="append", default=None, metavar="NAME",
-                   choices=("SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d",
-                            "SparseMaxPool3d", "SparseAvgPool3d"),
-                   help="only this op (repeatable)")
+                   help="only this op (repeatable; --list shows the names)")
+    p.add_argument("--list", action="store_true", help="list the ops the check covers and exit")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for weights and inputs (default 0)")
 
     p = add("demo", "the main job on built-in data: scan -> voxels -> sparse U-Net -> picture",

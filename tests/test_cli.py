@@ -124,13 +124,24 @@ def test_view_writes_a_picture_of_the_scan(work):
 def test_check_quick(work):
     proc = run("check", "--quick", cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    from sparseconv.checks import GRID_OPS, OPS, VARIANT_OPS
+
     rows = [ln.split() for ln in proc.stdout.splitlines()]
-    table = {r[0]: r for r in rows if r and r[0].startswith(("Sparse", "SubM"))}
-    assert set(table) == {"SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d",
-                          "SparseMaxPool3d", "SparseAvgPool3d"}
-    for r in table.values():
-        assert r[-1] == "PASS" and int(r[1]) >= 3 and float(r[2]) < 1e-9
-    assert "all 6 ops match their dense twins" in proc.stdout
+    table = {r[0]: r for r in rows if r and r[0] in OPS}
+    assert set(table) == set(OPS) and len(OPS) == 20
+    for op, r in table.items():
+        assert r[-1] == "PASS" and int(r[1]) >= (3 if op in GRID_OPS else 1) and float(r[2]) < 1e-9
+    assert {"SparseDeformConv3d", "SparseDynamicConv3d", "Involution3d", "OctaveConv3d"} <= set(VARIANT_OPS)
+    assert "all 20 ops match their dense twins" in proc.stdout
+
+
+def test_check_list_and_unknown_op(capsys):
+    from sparseconv.checks import OPS
+
+    assert cli.main(["check", "--list"]) == 0
+    assert capsys.readouterr().out.split() == list(OPS)
+    assert cli.main(["check", "--op", "SparseWarpConv3d"]) == 2
+    assert "unknown op 'SparseWarpConv3d' for --op; 'sparseconv check --list' lists the 20 ops" in capsys.readouterr().err
 
 
 def test_check_failure_exits_1(monkeypatch, capsys):
