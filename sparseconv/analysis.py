@@ -424,3 +424,40 @@ def summary_table(summaries: Mapping[str, Summary]) -> str:
             f"{1000 * s.forward_time_s:.0f} | {s.kernel_maps_built} |"
         )
     return "\n".join(lines)
+
+
+#: Built-in models :func:`summarize_scan` builds: name -> (factory(in_channels), default voxel size).
+BUILTIN_MODELS = ("minkunet14", "minkunet18", "minkunet34", "second_backbone", "centerpoint_backbone",
+                  "sparse_resnet14", "sparse_resnet18", "sparse_resnet34")
+_DETECTION_RANGE = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.2)
+
+
+def summarize_scan(model: str, path, voxel_size=None, num_classes: int = 20, seed: int = 0) -> Summary:
+    """:func:`summary` of a built-in model (:data:`BUILTIN_MODELS`, freshly initialised with ``seed``) on
+    a scan file, as ``sparseconv summary MODEL SCAN`` prints it.
+
+    Input features are ``(x, y, z, intensity)`` (intensity 0 where the file has none). Voxel size: 5 cm
+    for the U-Nets and ResNets, ``(0.1, 0.1, 0.2)`` m on the fixed ``[-51.2, 51.2]^2 x [-5, 3.2]`` m grid
+    for the SECOND / CenterPoint backbones (the README's setting); ``voxel_size`` overrides it.
+    """
+    from . import io as sio
+    from . import models
+    from .engine.voxelize import voxelize
+
+    if model not in BUILTIN_MODELS:
+        raise ValueError(f"unknown model {model!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
+    scan = sio.read_scan(path)
+    points = torch.from_numpy(scan.points.astype("float32"))
+    intensity = scan.attributes.get("intensity")
+    intensity = torch.zeros(len(points)) if intensity is None else torch.from_numpy(intensity.astype("float32"))
+    feats = torch.cat((points, intensity[:, None]), 1)
+    torch.manual_seed(seed)
+    if model in ("second_backbone", "centerpoint_backbone"):
+        x = models.voxelize_in_range(points, voxel_size or (0.1, 0.1, 0.2), _DETECTION_RANGE, feats)
+        net = getattr(models, model)(4)
+    else:
+        x = voxelize(points, voxel_size or 0.05, feats=feats).tensor
+        net = getattr(models, model)(4, num_classes)
+    if len(x) == 0:
+        raise ValueError(f"{path}: no points inside the grid of {model}")
+    return summary(net, x)

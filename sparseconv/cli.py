@@ -466,6 +466,17 @@ def cmd_view(args) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------------------
+
+def cmd_summary(args) -> int:
+    from .analysis import summarize_scan
+
+    print(summarize_scan(args.model, args.scan, args.voxel_size))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
 # check
 # --------------------------------------------------------------------------------------
 
@@ -588,6 +599,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this op (repeatable; --list shows the names)")
     p.add_argument("--list", action="store_true", help="list the ops the check covers and exit")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for weights and inputs (default 0)")
+
+    from .analysis import BUILTIN_MODELS
+
+    p = add("summary", "per-layer pairs, MACs, memory and receptive field of a built-in model on a scan",
+            "Voxelize SCAN, run a freshly initialised built-in model once (eval, no grad) and print every layer's\n"
+            "output sites, kernel-map pairs, parameters, MACs, dense-equivalent MACs, feature memory, receptive\n"
+            "field and time, with totals (sparseconv.analysis.summarize_scan).", cmd_summary)
+    p.add_argument("model", choices=BUILTIN_MODELS, metavar="MODEL", help=f"one of: {', '.join(BUILTIN_MODELS)}")
+    p.add_argument("scan", metavar="SCAN", help="a point-cloud file (any format 'sparseconv info' reads)")
+    p.add_argument("--voxel-size", type=float, default=None, metavar="S",
+                   help="voxel size in metres (default 0.05; SECOND/CenterPoint: 0.1 x 0.1 x 0.2 on their grid)")
 
     p = add("demo", "the main job on built-in data: scan -> voxels -> sparse U-Net -> picture",
             "Simulate a 64-beam street scan (or read --input), voxelize it, fit a small sparse U-Net to the scan's\n"

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from sparseconv import cli
+from sparseconv.analysis import format_count
 from sparseconv import io as sio
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -47,12 +48,12 @@ def work(tmp_path_factory):
 def test_help_everywhere(work):
     proc = run("--help", cwd=work)
     assert proc.returncode == 0
-    for command in ("info", "voxelize", "view", "check", "demo"):
+    for command in ("info", "voxelize", "view", "check", "summary", "demo"):
         assert command in proc.stdout
     assert "exit codes" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["info", "voxelize", "view", "check", "demo"])
+@pytest.mark.parametrize("command", ["info", "voxelize", "view", "check", "summary", "demo"])
 def test_help_of_each_command(command, capsys):
     assert cli.main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -133,6 +134,21 @@ def test_check_quick(work):
         assert r[-1] == "PASS" and int(r[1]) >= (3 if op in GRID_OPS else 1) and float(r[2]) < 1e-9
     assert {"SparseDeformConv3d", "SparseDynamicConv3d", "Involution3d", "OctaveConv3d"} <= set(VARIANT_OPS)
     assert "all 20 ops match their dense twins" in proc.stdout
+
+
+def test_summary_of_a_builtin_model(tmp_path, capsys):
+    from sparseconv.analysis import summarize_scan
+
+    scan = os.path.join(os.path.dirname(__file__), "..", "datasets", "street_000.npz")
+    assert cli.main(["summary", "sparse_resnet14", scan, "--voxel-size", "0.5"]) == 0
+    out = capsys.readouterr().out
+    expected = summarize_scan("sparse_resnet14", scan, 0.5)
+    assert out.splitlines()[0].split()[:4] == ["Layer", "Type", "Output", "(sites"]
+    assert f"MACs {format_count(expected.total_macs)} ({expected.total_macs:,})" in out and "conv1" in out
+    assert cli.main(["summary", "vgg16", scan]) == 2
+    assert "invalid choice: 'vgg16'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown model 'vgg16'; built-in models: minkunet14"):
+        summarize_scan("vgg16", scan)
 
 
 def test_check_list_and_unknown_op(capsys):
