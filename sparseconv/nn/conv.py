@@ -36,6 +36,14 @@ class _ConvGeometry(nn.Module):
         self.dilation = triple(dilation, "dilation", 1)
         self.groups = groups
 
+    def _check_input(self, input: SparseTensor) -> None:
+        if not isinstance(input, SparseTensor):
+            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
+        if input.num_channels != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
+            )
+
 
 class _SparseConvNd(_ConvGeometry):
     """Validation, parameters and initialisation shared by every sparse convolution.
@@ -76,14 +84,6 @@ class _SparseConvNd(_ConvGeometry):
             fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
-
-    def _check_input(self, input: SparseTensor) -> None:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
-            )
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

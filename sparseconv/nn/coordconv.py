@@ -53,12 +53,7 @@ class CoordConv3d(_ConvGeometry):
             self.conv = SparseConv3d(extended, out_channels, kernel_size, stride, padding, dilation, bias=bias)
 
     def forward(self, input: SparseTensor) -> SparseTensor:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
-            )
+        self._check_input(input)
         return self.conv(append_coordinates(input, self.world, self.with_radius))
 
     def extra_repr(self) -> str:

@@ -56,12 +56,7 @@ class Involution3d(_ConvGeometry):
         return self.span(hidden).view(len(input), self.groups, self.kernel_volume)
 
     def forward(self, input: SparseTensor) -> SparseTensor:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects channels={self.in_channels}, input has {input.num_channels} channels"
-            )
+        self._check_input(input)
         return sparse_involution3d(input, self.kernels(input), self.kernel_size, self.dilation)
 
     def extra_repr(self) -> str:

@@ -107,14 +107,6 @@ class _AxisFactorisedConv3d(_ConvGeometry):
         """The exactly factorised ``[C_out, C_in, kD, kH, kW]`` kernel."""
         raise NotImplementedError
 
-    def _check_input(self, input: SparseTensor) -> None:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
-            )
-
     def forward(self, input: SparseTensor) -> SparseTensor:
         self._check_input(input)
         if self.factorised:

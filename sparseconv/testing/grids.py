@@ -59,14 +59,20 @@ def _inverse_output_padding(module, coarse_shape, fine_shape) -> Tuple[int, ...]
     )
 
 
-def _same_conv3d(d: torch.Tensor, m) -> torch.Tensor:
-    """``F.conv3d(padding='same')``, padding explicitly (low side ``d(k-1)//2``, the rest high)
-    so even kernels do not trigger PyTorch's warning about an internal padded copy."""
+def dense_same_conv3d(d: torch.Tensor, weight: torch.Tensor, bias=None, dilation=(1, 1, 1), groups: int = 1):
+    """``F.conv3d(d, weight, bias, padding='same', dilation, groups)``, padding explicitly (low side
+    ``dil (k-1) // 2``, the rest high, as PyTorch) so even kernels do not trigger PyTorch's warning
+    about an internal padded copy."""
     pads = []
-    for k, dil in reversed(list(zip(m.kernel_size, m.dilation))):
+    for k, dil in reversed(list(zip(weight.shape[2:], dilation))):
         total = dil * (k - 1)
         pads += [total // 2, total - total // 2]
-    return F.conv3d(F.pad(d, pads), m.weight, m.bias, 1, 0, m.dilation, m.groups)
+    return F.conv3d(F.pad(d, pads), weight, bias, 1, 0, dilation, groups)
+
+
+def _same_conv3d(d: torch.Tensor, m) -> torch.Tensor:
+    """:func:`dense_same_conv3d` with a conv module's weight, bias, dilation and groups."""
+    return dense_same_conv3d(d, m.weight, m.bias, m.dilation, m.groups)
 
 
 def _dense_geometry(spatial_shape, kernel_size, stride, padding, dilation):

@@ -18,23 +18,13 @@ from ..nn.involution import Involution3d
 from ..nn.octave import OctaveConv3d
 from ..nn.reparam import ReparamConv3d
 from ..nn.separable import DepthwiseSeparableConv3d, _AxisFactorisedConv3d
-from .grids import DenseFn, _occupancy, _reach
+from .grids import DenseFn, _occupancy, _reach, dense_same_conv3d
 from .plain import plain_dense_twin
 
 __all__ = [
-    "dense_same_conv3d", "dense_axis_chain", "dense_central_difference_conv3d", "dense_coordinate_grid",
+    "dense_axis_chain", "dense_central_difference_conv3d", "dense_coordinate_grid",
     "dense_involution3d", "dense_octave_conv3d", "zoo_dense_twin",
 ]
-
-
-def dense_same_conv3d(d: torch.Tensor, weight: torch.Tensor, bias=None, dilation=(1, 1, 1), groups: int = 1):
-    """``F.conv3d(d, weight, bias, padding='same', dilation, groups)`` with explicit padding
-    (low side ``dil (k-1) // 2``, as PyTorch)."""
-    pads = []
-    for k, dil in reversed(list(zip(weight.shape[2:], dilation))):
-        total = dil * (k - 1)
-        pads += [total // 2, total - total // 2]
-    return F.conv3d(F.pad(d, pads), weight, bias, 1, 0, dilation, groups)
 
 
 def dense_axis_chain(d: torch.Tensor, steps, bias, dilation, mask: Optional[torch.Tensor]) -> torch.Tensor:
