@@ -6,6 +6,7 @@ import torch
 import sparseconv.nn as snn
 from sparseconv.engine.core import gather_gemm_scatter
 from sparseconv.engine.kmap import KernelMapKey
+from sparseconv.nn.functional import sparse_conv3d
 from sparseconv.nn.functional.kernels import compose_axis_kernels, embed_kernel, flattened_kernel
 from sparseconv.testing import assert_dense_equivalent, random_sparse_tensor
 
@@ -98,3 +99,27 @@ def test_bad_arguments():
     x = random_sparse_tensor((4, 4, 4), 3, seed=0)
     with pytest.raises(ValueError, match="expects in_channels=4, input has 3 channels"):
         snn.FlattenedConv3d(4, 4, 3).double()(x)
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), ((3, 1, 5), (1, 2, 2)), (2, 2)])
+def test_sparse_conv_padding_same_equals_conv3d_same(kernel, dilation):
+    torch.manual_seed(0)
+    m = snn.SparseConv3d(4, 5, kernel, padding="same", dilation=dilation).double()
+    x = random_sparse_tensor((7, 6, 8), 4, batch_size=2, density=0.2, seed=4)
+    dense = torch.nn.functional.conv3d(x.dense(), m.weight, m.bias, 1, "same", m.dilation)
+    out = m(x)
+    assert out.spatial_shape == x.spatial_shape and len(out) > len(x)  # every reached site, not the input sites
+    assert_dense_equivalent(m, x)
+    c = out.coords
+    assert torch.allclose(out.feats, dense[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]], rtol=1e-12, atol=1e-12)
+    functional = sparse_conv3d(x, m.weight, m.bias, 1, "same", dilation)
+    assert functional.coordinate_set is out.coordinate_set and torch.equal(functional.feats, out.feats)
+
+
+def test_padding_same_errors():
+    with pytest.raises(ValueError, match=r"padding='same' needs stride 1 \(as F.conv3d\), got stride=\(2, 2, 2\)"):
+        snn.SparseConv3d(4, 4, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match=r"needs dilation \* \(kernel_size - 1\) even on every axis"):
+        snn.SparseConv3d(4, 4, 2, padding="same")
+    with pytest.raises(ValueError, match="padding must be an int, a triple of ints or 'same', got 'valid'"):
+        snn.SparseConv3d(4, 4, 3, padding="valid")

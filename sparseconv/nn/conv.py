@@ -111,7 +111,8 @@ class SparseConv3d(_SparseConvNd):
         - Input: SparseTensor with ``in_channels`` features on a grid ``(X, Y, Z)``.
         - Output: SparseTensor with ``out_channels`` features on the grid
           ``X_out = (X + 2p - d (k - 1) - 1) // s + 1`` (per axis), at every output site whose
-          window holds at least one active input.
+          window holds at least one active input. ``padding='same'`` (stride 1, ``d (k - 1)`` even)
+          keeps the grid, as ``F.conv3d(padding='same')``.
     """
 
     def __init__(
@@ -125,6 +126,10 @@ class SparseConv3d(_SparseConvNd):
         groups: int = 1,
         bias: bool = True,
     ):
+        if isinstance(padding, str):  # 'same': resolved to its symmetric padding (SF.same_padding)
+            if padding != "same":
+                raise ValueError(f"padding must be an int, a triple of ints or 'same', got {padding!r}")
+            padding = SF.same_padding(kernel_size, stride, dilation)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, False)
 
     def forward(self, input: SparseTensor) -> SparseTensor:
