@@ -88,7 +88,7 @@ def deform_pairs(layer, x: SparseTensor) -> int:
 
 def macs_of(layer, x) -> int:
     """The layer's multiply-adds on ``x`` (every child included), from the kernel maps."""
-    return summary(layer, x, fresh_maps=False).total_macs
+    return summary(layer, (x,) if isinstance(x, tuple) else x, fresh_maps=False).total_macs
 
 
 def _total(out):

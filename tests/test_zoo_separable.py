@@ -44,8 +44,14 @@ def test_depthwise_gradcheck_and_numba_agree():
     feats = x.feats.clone().requires_grad_()
     w = weight.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda f, ww: gather_gemm_scatter(f, ww, kmap, backend="torch"), (feats, w))
-    auto = gather_gemm_scatter(x.feats, weight, kmap)  # numba where installed: its grouped kernel covers depthwise
-    assert torch.allclose(auto, gather_gemm_scatter(x.feats, weight, kmap, backend="torch"), rtol=1e-12, atol=1e-12)
+    # numba where installed (its depthwise branch), against the torch path, forward and backward
+    results = []
+    for backend in ("auto", "torch"):
+        f, ww = x.feats.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = gather_gemm_scatter(f, ww, kmap, backend=backend)
+        results.append((out, *torch.autograd.grad(out, (f, ww), torch.ones_like(out) * torch.arange(6.0).double())))
+    for got, want in zip(*results):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("module", [

@@ -8,7 +8,8 @@ Depthwise fast path: when every group has one input and one output channel (``we
 ``groups == C_in == C_out``) a pair's contribution ``x[i, c] * W[k, c]`` is an elementwise product,
 so :func:`grouped_mm` and :func:`grouped_weight_grad` skip the batched 1 x 1 GEMMs and multiply
 (and reduce) elementwise over the whole ``[P, C]`` block: same map walk, same accumulation,
-no GEMM (``benchmarks/bench_variants.py`` times it against the grouped-GEMM formulation).
+no GEMM (``benchmarks/bench_variants.py`` times it against the grouped-GEMM formulation). The numba
+backend has the same branch (:func:`~sparseconv.engine.backends.numba_conv._pairs_depthwise`).
 """
 from __future__ import annotations
 
