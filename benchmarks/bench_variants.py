@@ -18,8 +18,8 @@ On the simulated LiDAR scan (``generate_lidar_scan(0)``, voxelized at 5 cm) it p
 ``pairs`` is the number of (input, output) pairs of the plain k3 map (deformable: of its corner
 map); ``MACs`` come from the kernel maps (:func:`sparseconv.analysis.summary`). Each layer is
 timed alternately with a fresh ``SubMConv3d`` of the same size on the same input, so the
-``x SubM`` ratios hold on a loaded machine; ``x per MAC`` divides that by the MAC ratio: the
-cost against a plain conv doing the same number of multiply-adds. A last table times the core's
+``x SubM`` ratios hold on a loaded machine; ``x same-MAC SubM`` does the same against a SubMConv3d
+whose channel count makes its MACs about the layer's: the cost against a plain conv of the same MACs. A last table times the core's
 depthwise path against the same depthwise conv as grouped GEMMs and as one diagonal GEMM.
 
 Run:  python benchmarks/bench_variants.py            (full scan)
@@ -189,11 +189,12 @@ def run(quick: bool) -> None:
     subm_pairs = st.coordinate_set.kernel_map(KernelMapKey("submanifold", (3, 3, 3))).num_pairs
     print(f"\nLiDAR scan (seed 0{', 32-beam x 1024' if quick else ', 64-beam x 2048'}), 5 cm: {len(st):,} voxels, "
           f"grid {st.spatial_shape}; batch of two scans: {len(pair):,} voxels\n")
-    print("`x SubM`: time over a SubMConv3d k3 of the same channels on the same input (timed in turns); "
-          "`x per MAC`: that ratio divided by the MAC ratio, i.e. the cost against a plain conv of the same MACs.\n")
-    print("| layer | C | B | pairs | MACs | MACs x SubM | fwd ms | fwd x SubM | fwd x per MAC | fwd+bwd ms | "
-          "fwd+bwd x SubM | fwd+bwd x per MAC |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("`x SubM`: time over a SubMConv3d k3 of the same channels on the same input; `x same-MAC SubM`: time over "
+          "a SubMConv3d k3 with C' x C' channels doing about the layer's MACs (C' = round(sqrt(MACs / pairs))), the "
+          "plain conv of the same MACs. Every ratio is timed in turns with its reference.\n")
+    print("| layer | C | B | pairs | MACs | fwd ms | fwd x SubM | fwd x same-MAC SubM | fwd+bwd ms | fwd+bwd x SubM | "
+          "fwd+bwd x same-MAC SubM (C') |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for channels in ((16,) if quick else (16, 32)):
         for label, make, inputs, in_channels in variant_rows(channels, st, pair):
             torch.manual_seed(0)
@@ -205,25 +206,28 @@ def run(quick: bool) -> None:
                 kmap = first.coordinate_set.kernel_map(KernelMapKey("submanifold", (3, 3, 3)))
                 pairs = deform_pairs(layer, x) if "Deform" in label else kmap.num_pairs
                 split_by_sample(kmap)  # the dynamic layers' per-sample split, cached as in training
-                plain = snn.SubMConv3d(channels, channels, 3, bias=False)
-                plain_x = first.replace(torch.randn(len(first), channels))
-                plain_x_grad = first.replace(torch.randn(len(first), channels).requires_grad_())
-                macs, plain_macs = macs_of(layer, x), macs_of(plain, plain_x)
+                macs = macs_of(layer, x)
+                same_mac = max(1, round((macs / kmap.num_pairs) ** 0.5))
                 layer.train("training form" in label)
 
                 def forward_backward(module, inp):
                     module.zero_grad(set_to_none=True)
                     _total(module(inp)).backward()
 
-                with torch.no_grad():
-                    fwd, ref_fwd = paired_median_ms(lambda: layer(x), lambda: plain(plain_x), repeats)
-                both, ref_both = paired_median_ms(
-                    lambda: forward_backward(layer, x_grad), lambda: forward_backward(plain, plain_x_grad), repeats
-                )
-                mac_ratio = macs / plain_macs
-                print(f"| {label} | {channels} | {first.batch_size} | {pairs:,} | {format_count(macs)} | "
-                      f"{mac_ratio:.2f} | {fwd:.1f} | {fwd / ref_fwd:.2f} | {fwd / ref_fwd / mac_ratio:.2f} | "
-                      f"{both:.1f} | {both / ref_both:.2f} | {both / ref_both / mac_ratio:.2f} |")
+                ratios = []
+                for c_ref in (channels, same_mac):
+                    plain = snn.SubMConv3d(c_ref, c_ref, 3, bias=False)
+                    plain_x = first.replace(torch.randn(len(first), c_ref))
+                    plain_x_grad = first.replace(torch.randn(len(first), c_ref).requires_grad_())
+                    with torch.no_grad():
+                        fwd, ref_fwd = paired_median_ms(lambda: layer(x), lambda: plain(plain_x), repeats)
+                    both, ref_both = paired_median_ms(
+                        lambda: forward_backward(layer, x_grad), lambda: forward_backward(plain, plain_x_grad), repeats
+                    )
+                    ratios.append((fwd, fwd / ref_fwd, both, both / ref_both))
+                (fwd, fwd_subm, both, both_subm), (_, fwd_same, _, both_same) = ratios
+                print(f"| {label} | {channels} | {first.batch_size} | {pairs:,} | {format_count(macs)} | {fwd:.1f} | "
+                      f"{fwd_subm:.2f} | {fwd_same:.2f} | {both:.1f} | {both_subm:.2f} | {both_same:.2f} ({same_mac}) |")
     print(f"\n(the plain submanifold map of the scan has {subm_pairs:,} pairs)")
     depthwise_paths(st, 16 if quick else 32, repeats)
 
