@@ -22,13 +22,29 @@ from .deform_dynamic import (
     dynamic_dense_twin,
 )
 from .equivalence import EquivalenceReport, assert_dense_equivalent, check_dense_equivalence, dense_twin
-from .grids import DenseFn, _occupancy, _reach, _same_conv3d, dense_same_conv3d, random_sparse_tensor, sites_to_dense
+from .grids import (  # noqa: F401  (the private helpers are imported by tests under their old path)
+    DenseFn,
+    _occupancy,
+    _reach,
+    _same_conv3d,
+    dense_same_conv3d,
+    random_sparse_tensor,
+    sites_to_dense,
+)
 from .plain import plain_dense_twin
-from .zoo import *  # noqa: F401,F403  (the zoo's dense ops and twins, listed in its __all__)
-from .zoo import __all__ as _zoo_all
+from .zoo import (
+    dense_axis_chain,
+    dense_central_difference_conv3d,
+    dense_coordinate_grid,
+    dense_involution3d,
+    dense_octave_conv3d,
+    zoo_dense_twin,
+)
 
 __all__ = [
     "random_sparse_tensor", "sites_to_dense", "dense_same_conv3d", "DenseFn", "dense_twin", "plain_dense_twin", "check_dense_equivalence",
     "assert_dense_equivalent", "EquivalenceReport", "dense_deform_conv3d", "deform_dense_twin",
-    "dense_per_sample_conv3d", "dense_dynamic_conv3d", "dynamic_dense_twin", *_zoo_all,
+    "dense_per_sample_conv3d", "dense_dynamic_conv3d", "dynamic_dense_twin", "dense_axis_chain",
+    "dense_central_difference_conv3d", "dense_coordinate_grid", "dense_involution3d", "dense_octave_conv3d",
+    "zoo_dense_twin",
 ]

@@ -2,7 +2,7 @@
 (trilinear sampling with ``F.grid_sample``) and per-sample ``F.conv3d`` with mixed expert kernels."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -2,11 +2,10 @@
 convolution and conv-geometry helpers shared by every twin in :mod:`sparseconv.testing`."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..engine.tensor import SparseTensor
 

@@ -1,7 +1,7 @@
 """Dense twins of the plain convolutions and poolings of :mod:`sparseconv.nn`."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
