@@ -24,6 +24,7 @@ depthwise path against the same depthwise conv as grouped GEMMs and as one diago
 
 Run:  python benchmarks/bench_variants.py            (full scan)
       python benchmarks/bench_variants.py --quick    (32-beam x 1024 scan, 16 channels, few repeats)
+      --threads 1                                    (single-threaded: stabler ratios on a shared machine)
 """
 from __future__ import annotations
 
@@ -235,7 +236,12 @@ def run(quick: bool) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller scan and few repeats (smoke run)")
-    run(parser.parse_args(argv).quick)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch (and so numba) threads; 1 keeps the ratios stable on a machine shared with other jobs")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    run(args.quick)
 
 
 if __name__ == "__main__":
