@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Optional, Sequence
 
 import torch
 
@@ -180,8 +181,8 @@ def depthwise_paths(st: SparseTensor, channels: int, repeats: int) -> None:
         print(f"| {label} | {t:.1f} | {t / ref:.2f} |")
 
 
-def run(quick: bool) -> None:
-    repeats = 3 if quick else 7
+def run(quick: bool, repeats: Optional[int] = None, skip: Sequence[str] = ()) -> None:
+    repeats = repeats or (3 if quick else 7)
     torch.manual_seed(0)
     print(f"# sparseconv variants, {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
@@ -198,6 +199,8 @@ def run(quick: bool) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for channels in ((16,) if quick else (16, 32)):
         for label, make, inputs, in_channels in variant_rows(channels, st, pair):
+            if label != "SubMConv3d k3" and any(word in label for word in skip):
+                continue
             torch.manual_seed(0)
             layer = make()
             for data in inputs:
@@ -238,10 +241,13 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller scan and few repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch (and so numba) threads; 1 keeps the ratios stable on a machine shared with other jobs")
+    parser.add_argument("--repeats", type=int, default=None, help="timed turns per pair (default 7, --quick 3)")
+    parser.add_argument("--skip", action="append", default=[], metavar="WORD",
+                        help="leave out the variants whose label contains WORD (repeatable), e.g. --skip Deform")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    run(args.quick)
+    run(args.quick, args.repeats, args.skip)
 
 
 if __name__ == "__main__":
