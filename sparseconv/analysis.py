@@ -1,20 +1,25 @@
-r"""Model analysis: parameters, exact MACs and per-layer time of one forward on a real input.
+r"""Model analysis: per-layer output sites, kernel-map pairs, parameters, MACs (real and
+dense-equivalent), FLOPs, feature memory, receptive field and time of one forward on a real input.
 
-:func:`summary` runs the model once with forward hooks on every leaf module and records,
-per module: its output (active sites and channels, or a dense shape), its parameters, its
-multiply-accumulates and its wall time.
+:func:`summary` runs the model once with forward hooks and gives a row to every module that does
+work of its own: every leaf module, and every module with children that computes besides them
+(deformable and dynamic convs, octave and involution layers, ...; :func:`sparseconv.costs.counted`)
+or owns parameters directly. Children are rows of their own, so nothing is counted twice: a
+``SubMDeformConv3d`` row counts the deformable conv, its ``offset_conv`` row the offset predictor.
 
-MACs are exact for the input given, because a sparse convolution's work is set by its
-kernel map, not by its kernel volume: a conv with map pairs ``P = sum_k |pairs_k|`` over all
-kernel offsets ``k`` (the identity offset of a submanifold map included) does
+MACs are exact for the input given, because a sparse convolution's work is set by its kernel map,
+not by its kernel volume: a conv with map pairs ``P = sum_k |pairs_k|`` over all kernel offsets does
 
 .. math::
     \mathrm{MACs} = P \cdot \frac{C_\text{in}}{G} \cdot C_\text{out}
 
-(``G`` = groups). The map is read back from the input's coordinate set after the layer
-ran (it is cached there, so nothing is rebuilt). Linear layers count ``rows x in x out``,
-dense ``nn.Conv*d`` layers ``output elements x C_in / G x kernel volume``. Normalisation,
-activations, pooling, additions and bias terms are not counted (the usual convention).
+(``G`` = groups); FLOPs are ``2 x MACs``. The map is read back from the input's coordinate set after
+the layer ran (it is cached there, so nothing is rebuilt). Dense-equivalent MACs are what
+``F.conv3d`` on the densified grid would do. The rules for every layer type, and the output-size and
+receptive-field formulas, are in :mod:`sparseconv.costs`. The receptive field (input voxels per axis)
+follows each tensor through the layers, ``RF_n = RF_{n-1} + (k_n - 1) d_n J_{n-1}`` with ``J`` the
+product of the strides so far; a tensor a layer did not produce (a residual sum) takes the largest
+field recorded on its coordinates.
 
 By default the forward runs in eval mode under ``torch.no_grad()`` on a copy of the input
 with a *fresh* coordinate set, so the measured time includes building every kernel map
@@ -22,21 +27,23 @@ with a *fresh* coordinate set, so the measured time includes building every kern
 """
 from __future__ import annotations
 
-import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from . import nn as snn
+from .costs import (
+    conv_kernel_map, conv_macs, conv_output_size, conv_transpose_output_size, counted, grow, layer_cost,
+    receptive_field,
+)
 from .engine.coordinates import CoordinateSet
-from .nn.functional import find_inverse_map
-from .engine.kmap import KernelMap, KernelMapKey
 from .engine.tensor import SparseTensor
 
-__all__ = ["LayerSummary", "Summary", "summary", "summary_table", "conv_kernel_map", "conv_macs"]
+__all__ = ["LayerSummary", "Summary", "summary", "summary_table", "conv_kernel_map", "conv_macs",
+           "conv_output_size", "conv_transpose_output_size", "receptive_field", "format_count"]
 
 
 @dataclass
@@ -52,8 +59,11 @@ class LayerSummary:
         output_channels: channels of the output (dim 1 of a dense ``[B, C, ...]`` output).
         output_shape: shape of a dense tensor output, else ``None``.
         params: parameters owned by the module itself.
-        macs: multiply-accumulates (see the module docstring).
+        macs: multiply-accumulates (see the module docstring); ``flops`` is ``2 x macs``.
+        dense_macs: what the dense twin on the densified grid would do.
         kernel_pairs: kernel-map pairs of a sparse conv (over all offsets), else ``None``.
+        feature_bytes: memory of the output's features (last call).
+        receptive_field: input voxels per axis seen by one output site (sparse outputs), else ``None``.
         time_s: wall time of its forward calls, seconds.
     """
 
@@ -65,8 +75,22 @@ class LayerSummary:
     output_shape: Optional[Tuple[int, ...]] = None
     params: int = 0
     macs: int = 0
+    dense_macs: int = 0
     kernel_pairs: Optional[int] = None
+    feature_bytes: int = 0
+    receptive_field: Optional[Tuple[float, float, float]] = None
     time_s: float = 0.0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def rf(self) -> str:
+        if self.receptive_field is None:
+            return "-"
+        values = [f"{v:g}" for v in self.receptive_field]
+        return values[0] if len(set(values)) == 1 else "x".join(values)
 
     @property
     def output(self) -> str:
@@ -85,7 +109,8 @@ class Summary:
         model: class name of the model.
         layers: one :class:`LayerSummary` per leaf module that ran, in order of first call.
         total_params, trainable_params: parameters of the whole model (shared ones once).
-        total_macs: sum of the layers' MACs.
+        total_macs, total_dense_macs, total_pairs, total_feature_bytes: sums over the layers
+            (``total_flops`` = ``2 x total_macs``).
         forward_time_s: wall time of the whole forward (hooks included; they are cheap).
         input_sites, input_channels, batch_size: the example input (first SparseTensor argument).
         kernel_maps_built: kernel maps built during the forward, over all coordinate sets seen.
@@ -96,11 +121,18 @@ class Summary:
     total_params: int = 0
     trainable_params: int = 0
     total_macs: int = 0
+    total_dense_macs: int = 0
+    total_pairs: int = 0
+    total_feature_bytes: int = 0
     forward_time_s: float = 0.0
     input_sites: Optional[int] = None
     input_channels: Optional[int] = None
     batch_size: Optional[int] = None
     kernel_maps_built: int = 0
+
+    @property
+    def total_flops(self) -> int:
+        return 2 * self.total_macs
 
     def totals(self) -> Dict[str, Any]:
         """The headline numbers as a dict."""
@@ -109,6 +141,10 @@ class Summary:
             "params": self.total_params,
             "trainable_params": self.trainable_params,
             "macs": self.total_macs,
+            "flops": self.total_flops,
+            "dense_macs": self.total_dense_macs,
+            "kernel_pairs": self.total_pairs,
+            "feature_bytes": self.total_feature_bytes,
             "forward_time_s": self.forward_time_s,
             "input_sites": self.input_sites,
             "kernel_maps_built": self.kernel_maps_built,
@@ -121,8 +157,11 @@ class Summary:
             if layer.calls > 1:
                 name += f" (x{layer.calls})"
             rows.append((
-                name, layer.type, layer.output, f"{layer.params:,}", format_count(layer.macs) if layer.macs else "-",
-                f"{1000 * layer.time_s:.1f}",
+                name, layer.type, layer.output, f"{layer.params:,}",
+                f"{layer.kernel_pairs:,}" if layer.kernel_pairs is not None else "-",
+                format_count(layer.macs) if layer.macs else "-",
+                format_count(layer.dense_macs) if layer.dense_macs else "-",
+                format_bytes(layer.feature_bytes), layer.rf, f"{1000 * layer.time_s:.1f}",
             ))
         return rows
 
@@ -132,16 +171,19 @@ class Summary:
             inp = f"input: {self.input_sites:,} sites x {self.input_channels} channels, batch {self.batch_size}; "
         return [
             f"{self.model}: {inp}params {self.total_params:,} ({self.trainable_params:,} trainable); "
-            f"MACs {format_count(self.total_macs)} ({self.total_macs:,}); forward {1000 * self.forward_time_s:.1f} ms; "
+            f"MACs {format_count(self.total_macs)} ({self.total_macs:,}), FLOPs {format_count(self.total_flops)}, "
+            f"dense-equivalent MACs {format_count(self.total_dense_macs)}; kernel-map pairs {self.total_pairs:,}; "
+            f"feature memory {format_bytes(self.total_feature_bytes)}; forward {1000 * self.forward_time_s:.1f} ms; "
             f"kernel maps built {self.kernel_maps_built}",
         ]
 
-    _HEADER = ("Layer", "Type", "Output (sites x ch)", "Params", "MACs", "Time (ms)")
+    _HEADER = ("Layer", "Type", "Output (sites x ch)", "Params", "Pairs", "MACs", "Dense MACs", "Features", "RF",
+               "Time (ms)")
 
     def __str__(self) -> str:
         rows = [self._HEADER] + self._rows()
         widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEADER))]
-        right = (False, False, True, True, True, True)
+        right = (False, False) + (True,) * 8
 
         def fmt(r):
             return "  ".join(c.rjust(w) if ra else c.ljust(w) for c, w, ra in zip(r, widths, right)).rstrip()
@@ -155,7 +197,7 @@ class Summary:
         lines = []
         if layers:
             lines.append("| " + " | ".join(self._HEADER) + " |")
-            lines.append("|" + "|".join(["---"] * 2 + ["---:"] * 4) + "|")
+            lines.append("|" + "|".join(["---"] * 2 + ["---:"] * 8) + "|")
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in self._rows()]
             lines.append("")
         lines += self._footer()
@@ -166,6 +208,14 @@ class Summary:
                 f"macs={self.total_macs}, forward_time_s={self.forward_time_s:.4f})")
 
 
+def format_bytes(n: int) -> str:
+    """``1536 -> '1.5 KB'`` (KB, MB, GB; powers of 1024)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def format_count(n: float) -> str:
     """``1234567 -> '1.23 M'`` (K, M, G, T)."""
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -174,64 +224,11 @@ def format_count(n: float) -> str:
     return str(int(n))
 
 
-# -- MAC counting ---------------------------------------------------------------------------
-def _conv_key(module: nn.Module) -> KernelMapKey:
-    if isinstance(module, snn.SubMConv3d):
-        return KernelMapKey("submanifold", module.kernel_size, dilation=module.dilation)
-    if isinstance(module, snn.SparseConvTranspose3d):
-        return KernelMapKey("transposed", module.kernel_size, module.stride, module.padding, module.dilation,
-                            module.output_padding)
-    # SparseConv3d and SparseInverseConv3d (whose map is the transposed strided one)
-    return KernelMapKey("conv", module.kernel_size, module.stride, module.padding, module.dilation)
-
-
-def conv_kernel_map(module: nn.Module, input: SparseTensor, target: Optional[SparseTensor] = None) -> KernelMap:
-    """The kernel map a :mod:`sparseconv.nn` convolution uses on ``input`` (as its forward looks it up).
-
-    After the forward ran the map is cached on the input's coordinate set, so this builds nothing.
-    """
-    key = _conv_key(module)
-    if isinstance(module, snn.SparseInverseConv3d):
-        return find_inverse_map(input, key, target)
-    return input.coordinate_set.kernel_map(key)
-
-
-def conv_macs(module: nn.Module, kmap: KernelMap) -> int:
-    """``pairs x C_in / groups x C_out`` for a sparse convolution over ``kmap``."""
-    return kmap.num_pairs * (module.in_channels // module.groups) * module.out_channels
-
-
-_SPARSE_CONVS = (snn.SubMConv3d, snn.SparseConv3d, snn.SparseConvTranspose3d, snn.SparseInverseConv3d)
-_DENSE_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_DENSE_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
 def _first_sparse(values) -> Optional[SparseTensor]:
     for v in values:
         if isinstance(v, SparseTensor):
             return v
     return None
-
-
-def _layer_macs(module: nn.Module, args: tuple, kwargs: dict, output) -> Tuple[int, Optional[int]]:
-    if isinstance(module, _SPARSE_CONVS):
-        x = args[0]
-        target = kwargs.get("target", args[1] if len(args) > 1 else None)
-        kmap = conv_kernel_map(module, x, target)
-        if isinstance(output, SparseTensor) and kmap.output is not output.coordinate_set:
-            raise RuntimeError(f"{type(module).__name__}: could not identify the kernel map it used")
-        return conv_macs(module, kmap), kmap.num_pairs
-    if isinstance(module, nn.Linear):
-        out = output.feats if isinstance(output, SparseTensor) else output
-        if not isinstance(out, torch.Tensor):
-            return 0, None
-        return out.numel() * module.in_features, None
-    if isinstance(module, _DENSE_CONVS) and isinstance(output, torch.Tensor):
-        return output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size), None
-    if isinstance(module, _DENSE_TRANSPOSED) and isinstance(args[0], torch.Tensor):
-        k = math.prod(module.kernel_size)
-        return args[0].numel() * (module.out_channels // module.groups) * k, None
-    return 0, None
 
 
 def _fresh_copy(x):
@@ -252,6 +249,43 @@ def _sync(x) -> None:
         torch.cuda.synchronize(x.device)
 
 
+def _sparse_parts(value) -> List[Tuple[torch.Tensor, Any]]:
+    """``(features, coordinate set)`` of each sparse tensor in ``value`` (a SparseTensor, an
+    spconv-compatible tensor, or a tuple of them such as an octave pair)."""
+    if isinstance(value, SparseTensor):
+        return [(value.feats, value.coordinate_set)]
+    if hasattr(value, "_sparse_tensor") and hasattr(value, "features"):  # sparseconv.compat.spconv tensors
+        return [(value.features, value._coordinate_set())]
+    if isinstance(value, (tuple, list)):
+        return [part for v in value for part in _sparse_parts(v)]
+    return []
+
+
+class _FieldTracker:
+    """Receptive field and jump of every sparse tensor seen, by the identity of its features (held
+    weakly); a tensor never seen takes the largest field recorded on its coordinate set."""
+
+    def __init__(self):
+        self._by_feats: Dict[int, Tuple[Any, tuple, tuple]] = {}
+        self._by_set: Dict[int, Tuple[tuple, tuple]] = {}
+
+    def get(self, value) -> Tuple[tuple, tuple]:
+        best = ((1, 1, 1), (1, 1, 1))
+        for feats, cs in _sparse_parts(value)[:1]:
+            entry = self._by_feats.get(id(feats))
+            if entry is not None and entry[0]() is feats:
+                return entry[1], entry[2]
+            best = self._by_set.get(id(cs), best)
+        return best
+
+    def put(self, value, rf: tuple, jump: tuple) -> None:
+        for feats, cs in _sparse_parts(value):
+            self._by_feats[id(feats)] = (weakref.ref(feats), rf, jump)
+            known = self._by_set.get(id(cs))
+            if known is None or max(known[0]) < max(rf):
+                self._by_set[id(cs)] = (rf, jump)
+
+
 def summary(
     model: nn.Module,
     example_input,
@@ -260,10 +294,11 @@ def summary(
     no_grad: bool = True,
     fresh_maps: bool = True,
 ) -> Summary:
-    """Run ``model(example_input)`` once and account for every leaf module.
+    """Run ``model(example_input)`` once and account for every layer.
 
     Args:
-        model: any ``nn.Module``; leaf modules (those without children) get a row each.
+        model: any ``nn.Module``; every leaf module, and every module that computes besides its
+            children or owns parameters directly, gets a row.
         example_input: a SparseTensor, or a tuple of positional arguments.
         train: run in training mode (BatchNorm then updates its running statistics);
             default eval. The model's modes are restored afterwards.
@@ -286,12 +321,12 @@ def summary(
     starts: Dict[int, List[float]] = {}
     coordinate_sets: Dict[int, CoordinateSet] = {}
     builds_before: Dict[int, int] = {}
+    fields = _FieldTracker()
 
     def note_sets(values):
         for v in values:
-            if isinstance(v, SparseTensor):
-                cs = v.coordinate_set
-                if id(cs) not in coordinate_sets:
+            for _, cs in _sparse_parts(v):
+                if isinstance(cs, CoordinateSet) and id(cs) not in coordinate_sets:
                     coordinate_sets[id(cs)] = cs
                     builds_before[id(cs)] = cs.kernel_map_builds
 
@@ -314,23 +349,34 @@ def summary(
             order.append(row)
         row.calls += 1
         row.time_s += elapsed
-        macs, pairs = _layer_macs(module, a, kw, output)
-        row.macs += macs
-        if pairs is not None:
-            row.kernel_pairs = (row.kernel_pairs or 0) + pairs
-        if isinstance(output, SparseTensor):
+        cost = layer_cost(module, a, kw, output)
+        row.macs += cost.macs
+        row.dense_macs += cost.dense_macs
+        if cost.pairs is not None:
+            row.kernel_pairs = (row.kernel_pairs or 0) + cost.pairs
+        parts = _sparse_parts(output)
+        if parts:
             note_sets((output,))
-            row.output_sites, row.output_channels, row.output_shape = len(output), output.num_channels, None
+            rf, jump = fields.get(a[0]) if a else ((1, 1, 1), (1, 1, 1))
+            if cost.growth is not None:
+                kernel_size, stride, dilation, transposed = cost.growth
+                rf, jump = grow(rf, jump, kernel_size, stride, dilation, transposed)
+            fields.put(output, rf, jump)
+            row.receptive_field = rf
+            row.output_sites, row.output_channels, row.output_shape = len(parts[0][0]), parts[0][0].shape[1], None
+            row.feature_bytes = sum(f.numel() * f.element_size() for f, _ in parts)
         elif isinstance(output, torch.Tensor):
             row.output_sites = None
             row.output_shape = tuple(output.shape)
             row.output_channels = int(output.shape[1]) if output.dim() > 1 else None
+            row.feature_bytes = output.numel() * output.element_size()
 
     handles = []
     modes = {m: m.training for m in model.modules()}
     try:
         for m in model.modules():
-            if next(m.children(), None) is None:
+            own_params = next(m.parameters(recurse=False), None) is not None
+            if next(m.children(), None) is None or counted(m) or own_params:
                 handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
                 handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
         model.train(train)
@@ -354,6 +400,9 @@ def summary(
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_macs=sum(r.macs for r in order),
+        total_dense_macs=sum(r.dense_macs for r in order),
+        total_pairs=sum(r.kernel_pairs or 0 for r in order),
+        total_feature_bytes=sum(r.feature_bytes for r in order),
         forward_time_s=total_time,
         kernel_maps_built=sum(cs.kernel_map_builds - builds_before[k] for k, cs in coordinate_sets.items()),
     )
@@ -375,3 +424,40 @@ def summary_table(summaries: Mapping[str, Summary]) -> str:
             f"{1000 * s.forward_time_s:.0f} | {s.kernel_maps_built} |"
         )
     return "\n".join(lines)
+
+
+#: Built-in models :func:`summarize_scan` builds: name -> (factory(in_channels), default voxel size).
+BUILTIN_MODELS = ("minkunet14", "minkunet18", "minkunet34", "second_backbone", "centerpoint_backbone",
+                  "sparse_resnet14", "sparse_resnet18", "sparse_resnet34")
+_DETECTION_RANGE = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.2)
+
+
+def summarize_scan(model: str, path, voxel_size=None, num_classes: int = 20, seed: int = 0) -> Summary:
+    """:func:`summary` of a built-in model (:data:`BUILTIN_MODELS`, freshly initialised with ``seed``) on
+    a scan file, as ``sparseconv summary MODEL SCAN`` prints it.
+
+    Input features are ``(x, y, z, intensity)`` (intensity 0 where the file has none). Voxel size: 5 cm
+    for the U-Nets and ResNets, ``(0.1, 0.1, 0.2)`` m on the fixed ``[-51.2, 51.2]^2 x [-5, 3.2]`` m grid
+    for the SECOND / CenterPoint backbones (the README's setting); ``voxel_size`` overrides it.
+    """
+    from . import io as sio
+    from . import models
+    from .engine.voxelize import voxelize
+
+    if model not in BUILTIN_MODELS:
+        raise ValueError(f"unknown model {model!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
+    scan = sio.read_scan(path)
+    points = torch.from_numpy(scan.points.astype("float32"))
+    intensity = scan.attributes.get("intensity")
+    intensity = torch.zeros(len(points)) if intensity is None else torch.from_numpy(intensity.astype("float32"))
+    feats = torch.cat((points, intensity[:, None]), 1)
+    torch.manual_seed(seed)
+    if model in ("second_backbone", "centerpoint_backbone"):
+        x = models.voxelize_in_range(points, voxel_size or (0.1, 0.1, 0.2), _DETECTION_RANGE, feats)
+        net = getattr(models, model)(4)
+    else:
+        x = voxelize(points, voxel_size or 0.05, feats=feats).tensor
+        net = getattr(models, model)(4, num_classes)
+    if len(x) == 0:
+        raise ValueError(f"{path}: no points inside the grid of {model}")
+    return summary(net, x)

@@ -156,7 +156,8 @@ def test_summary_totals_and_rendering():
     assert [row.name for row in s.layers] == leaves and all(row.calls == 1 for row in s.layers)
     assert 0 <= sum(row.time_s for row in s.layers) <= s.forward_time_s
     text = str(s)
-    header = ["Layer", "Type", "Output", "(sites", "x", "ch)", "Params", "MACs", "Time", "(ms)"]
+    header = ["Layer", "Type", "Output", "(sites", "x", "ch)", "Params", "Pairs", "MACs", "Dense", "MACs", "Features",
+              "RF", "Time", "(ms)"]
     assert text.splitlines()[0].split() == header
     assert all(name in text for name in leaves) and f"params {n_params:,}" in text
     md = s.to_markdown()

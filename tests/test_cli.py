@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sparseconv.analysis import format_count
 from sparseconv.app import cli, display
 from sparseconv import io as sio
 
@@ -47,12 +48,12 @@ def work(tmp_path_factory):
 def test_help_everywhere(work):
     proc = run("--help", cwd=work)
     assert proc.returncode == 0
-    for command in ("info", "voxelize", "view", "check", "demo"):
+    for command in ("info", "voxelize", "view", "check", "summary", "demo"):
         assert command in proc.stdout
     assert "exit codes" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["info", "voxelize", "view", "check", "demo"])
+@pytest.mark.parametrize("command", ["info", "voxelize", "view", "check", "summary", "demo"])
 def test_help_of_each_command(command, capsys):
     assert cli.main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -124,13 +125,39 @@ def test_view_writes_a_picture_of_the_scan(work):
 def test_check_quick(work):
     proc = run("check", "--quick", cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    from sparseconv.app.checks import GRID_OPS, OPS, VARIANT_OPS
+
     rows = [ln.split() for ln in proc.stdout.splitlines()]
-    table = {r[0]: r for r in rows if r and r[0].startswith(("Sparse", "SubM"))}
-    assert set(table) == {"SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d",
-                          "SparseMaxPool3d", "SparseAvgPool3d"}
-    for r in table.values():
-        assert r[-1] == "PASS" and int(r[1]) >= 3 and float(r[2]) < 1e-9
-    assert "all 6 ops match their dense twins" in proc.stdout
+    table = {r[0]: r for r in rows if r and r[0] in OPS}
+    assert set(table) == set(OPS) and len(OPS) == 20
+    for op, r in table.items():
+        assert r[-1] == "PASS" and int(r[1]) >= (3 if op in GRID_OPS else 1) and float(r[2]) < 1e-9
+    assert {"SparseDeformConv3d", "SparseDynamicConv3d", "Involution3d", "OctaveConv3d"} <= set(VARIANT_OPS)
+    assert "all 20 ops match their dense twins" in proc.stdout
+
+
+def test_summary_of_a_builtin_model(tmp_path, capsys):
+    from sparseconv.analysis import summarize_scan
+
+    scan = os.path.join(os.path.dirname(__file__), "..", "datasets", "street_000.npz")
+    assert cli.main(["summary", "sparse_resnet14", scan, "--voxel-size", "0.5"]) == 0
+    out = capsys.readouterr().out
+    expected = summarize_scan("sparse_resnet14", scan, 0.5)
+    assert out.splitlines()[0].split()[:4] == ["Layer", "Type", "Output", "(sites"]
+    assert f"MACs {format_count(expected.total_macs)} ({expected.total_macs:,})" in out and "conv1" in out
+    assert cli.main(["summary", "vgg16", scan]) == 2
+    assert "invalid choice: 'vgg16'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown model 'vgg16'; built-in models: minkunet14"):
+        summarize_scan("vgg16", scan)
+
+
+def test_check_list_and_unknown_op(capsys):
+    from sparseconv.checks import OPS
+
+    assert cli.main(["check", "--list"]) == 0
+    assert capsys.readouterr().out.split() == list(OPS)
+    assert cli.main(["check", "--op", "SparseWarpConv3d"]) == 2
+    assert "unknown op 'SparseWarpConv3d' for --op; 'sparseconv check --list' lists the 20 ops" in capsys.readouterr().err
 
 
 def test_check_failure_exits_1(monkeypatch, capsys):

@@ -23,8 +23,15 @@ from ..testing import check_dense_equivalence, random_sparse_tensor
 
 __all__ = ["CheckResult", "run_checks", "format_table", "OPS"]
 
+#: The ops on the kernel x stride x padding x dilation x groups grid.
+GRID_OPS = ("SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d", "SparseMaxPool3d",
+            "SparseAvgPool3d")
+#: The deformable, dynamic and zoo ops, each over its own list of configurations (:func:`_variant_cases`).
+VARIANT_OPS = ("SparseDeformConv3d", "SubMDeformConv3d", "SparseDynamicConv3d", "SparseCondConv3d", "SparseODConv3d",
+               "DepthwiseSeparableConv3d", "SpatiallySeparableConv3d", "FlattenedConv3d", "AsymmetricConv3d",
+               "RepVGGBlock3d", "CentralDifferenceConv3d", "CoordConv3d", "Involution3d", "OctaveConv3d")
 #: The ops :func:`run_checks` covers, in table order.
-OPS = ("SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d", "SparseMaxPool3d", "SparseAvgPool3d")
+OPS = GRID_OPS + VARIANT_OPS
 
 
 @dataclass
@@ -87,7 +94,70 @@ def _cases(op: str, quick: bool) -> Iterator[Case]:
             yield label, make
 
 
+def _perturbed_deform(layer):
+    """A deformable layer whose offset predictor is not zero, so the sampling is fractional."""
+    torch.nn.init.normal_(layer.offset_conv.weight, std=0.3)
+    return layer
+
+
+def _octave_net(c: int, alpha: float):
+    """Octave layers from one tensor to (H, L) pairs and back: all four paths."""
+    return torch.nn.Sequential(snn.OctaveConv3d(c, 6, 3, 0, alpha), snn.OctaveConv3d(6, 6, 3, alpha, alpha),
+                               snn.OctaveConv3d(6, 4, 3, alpha, 0))
+
+
+# op -> [(label, module factory, input channels)]; the quick run takes the first of each.
+_VARIANTS = {
+    "SparseDeformConv3d": [
+        ("k=3 s=2 p=1 v2", lambda: _perturbed_deform(snn.SparseDeformConv3d(4, 6, 3, 2, 1, modulated=True)), 4),
+        ("k=3 s=1 p=1 v1 g=2 og=2", lambda: _perturbed_deform(
+            snn.SparseDeformConv3d(4, 6, 3, 1, 1, groups=2, offset_groups=2)), 4)],
+    "SubMDeformConv3d": [
+        ("k=3 v2", lambda: _perturbed_deform(snn.SubMDeformConv3d(4, 6, 3, modulated=True)), 4),
+        ("k=(3,1,3) d=2 v1", lambda: _perturbed_deform(snn.SubMDeformConv3d(4, 6, (3, 1, 3), dilation=2)), 4)],
+    "SparseDynamicConv3d": [
+        ("k=3 E=3 submanifold", lambda: snn.SparseDynamicConv3d(4, 6, 3, 3, submanifold=True), 4),
+        ("k=3 s=2 p=1 E=2 sigmoid", lambda: snn.SparseDynamicConv3d(4, 6, 3, 2, 2, 1, mode="sigmoid"), 4)],
+    "SparseCondConv3d": [("k=3 E=3 submanifold", lambda: snn.SparseCondConv3d(4, 6, 3, 3, submanifold=True), 4)],
+    "SparseODConv3d": [("k=3 E=2 submanifold", lambda: snn.SparseODConv3d(4, 6, 3, 2, submanifold=True), 4),
+                       ("k=3 s=2 E=2 g=2", lambda: snn.SparseODConv3d(4, 6, 3, 2, 2, groups=2), 4)],
+    "DepthwiseSeparableConv3d": [
+        ("k=3 submanifold", lambda: snn.DepthwiseSeparableConv3d(4, 6, 3), 4),
+        ("k=3 s=2 p=1", lambda: snn.DepthwiseSeparableConv3d(4, 6, 3, 2, 1, submanifold=False), 4)],
+    "SpatiallySeparableConv3d": [
+        ("k=3 chain", lambda: snn.SpatiallySeparableConv3d(4, 6, 3), 4),
+        ("k=3 factorised mid=3", lambda: snn.SpatiallySeparableConv3d(4, 6, 3, 3, factorised=True), 4)],
+    "FlattenedConv3d": [
+        ("k=3 chain", lambda: snn.FlattenedConv3d(4, 6, 3), 4),
+        ("k=(3,5,3) factorised", lambda: snn.FlattenedConv3d(4, 6, (3, 5, 3), factorised=True), 4)],
+    "AsymmetricConv3d": [("k=3 train", lambda: snn.AsymmetricConv3d(4, 6), 4),
+                         ("k=3 g=2 eval", lambda: snn.AsymmetricConv3d(4, 6, groups=2).eval(), 4)],
+    "RepVGGBlock3d": [("k=3 identity train", lambda: snn.RepVGGBlock3d(4, 4), 4),
+                      ("k=3 eval", lambda: snn.RepVGGBlock3d(4, 6).eval(), 4)],
+    "CentralDifferenceConv3d": [
+        ("k=3 theta=0.7", lambda: snn.CentralDifferenceConv3d(4, 6, 3, theta=0.7), 4),
+        ("k=3 cross", lambda: snn.CentralDifferenceConv3d(4, 6, 3, theta=0.5, footprint="cross"), 4),
+        ("k=3 diagonal s=2 p=1", lambda: snn.CentralDifferenceConv3d(
+            4, 6, 3, 2, 1, footprint="diagonal", submanifold=False), 4)],
+    "CoordConv3d": [("k=3", lambda: snn.CoordConv3d(4, 6, 3), 4),
+                    ("k=3 s=2 radius", lambda: snn.CoordConv3d(4, 6, 3, 2, 1, with_radius=True, submanifold=False), 4)],
+    "Involution3d": [("k=3 G=2", lambda: snn.Involution3d(4, 3, groups=2, reduction=2), 4),
+                     ("k=(3,1,3) G=4 d=2", lambda: snn.Involution3d(8, (3, 1, 3), groups=4, dilation=2), 8)],
+    "OctaveConv3d": [("k=3 alpha=0.5", lambda: _octave_net(4, 0.5), 4),
+                     ("k=3 alpha=0.25", lambda: _octave_net(4, 0.25), 4)],
+}
+
+
+def _variant_cases(op: str, quick: bool) -> Iterator[Case]:
+    cases = _VARIANTS[op][:1] if quick else _VARIANTS[op]
+    for n, (label, make, channels) in enumerate(cases):
+        yield label, (lambda make=make, c=channels, n=n: (make(), _input(n, c), None))
+
+
 def _raw_cases(op: str, quick: bool) -> Iterator[Case]:
+    if op in _VARIANTS:
+        yield from _variant_cases(op, quick)
+        return
     grid = _QUICK if quick else _full_grid()
     for n, (kernel, stride, padding, dilation, (cin, cout, groups)) in enumerate(grid):
         label = f"k={kernel} s={stride} p={padding} d={dilation} g={groups}"

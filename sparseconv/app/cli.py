@@ -31,7 +31,7 @@ import numpy as np
 from ..io.atomic import remove_partial_files
 from ..io.files import DEFAULT_MAX_BYTES
 from ..io.registry import FORMATS
-from .commands import cmd_check, cmd_demo, cmd_info, cmd_voxelize, one_line
+from .commands import cmd_check, cmd_demo, cmd_info, cmd_summary, cmd_voxelize, one_line
 from .view import cmd_view
 from .errors import (
     BAD_INPUT,
@@ -240,14 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", "dense-vs-sparse equivalence of every op, as a table",
             "Run every spatial op (convolutions, transposed and inverse convolutions, pooling) against its dense\n"
-            "PyTorch twin over a grid of kernel sizes, strides, paddings, dilations and groups, in float64,\n"
-            "forward and backward. Prints a table; exits 1 if any configuration disagrees.", cmd_check)
+            "PyTorch twin over a grid of kernel sizes, strides, paddings, dilations and groups, and the deformable,\n"
+            "dynamic and variant convolutions over their own configurations, in float64, forward and backward.\n"
+            "Prints a table; exits 1 if any configuration disagrees.", cmd_check)
     p.add_argument("--quick", action="store_true", help="a few configurations per op (about a second)")
     p.add_argument("--op", action="append", default=None, metavar="NAME",
-                   choices=("SparseConv3d", "SubMConv3d", "SparseConvTranspose3d", "SparseInverseConv3d",
-                            "SparseMaxPool3d", "SparseAvgPool3d"),
-                   help="only this op (repeatable)")
+                   help="only this op (repeatable; --list shows the names)")
+    p.add_argument("--list", action="store_true", help="list the ops the check covers and exit")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for weights and inputs (default 0)")
+
+    from ..analysis import BUILTIN_MODELS
+
+    p = add("summary", "per-layer pairs, MACs, memory and receptive field of a built-in model on a scan",
+            "Voxelize SCAN, run a freshly initialised built-in model once (eval, no grad) and print every layer's\n"
+            "output sites, kernel-map pairs, parameters, MACs, dense-equivalent MACs, feature memory, receptive\n"
+            "field and time, with totals (sparseconv.analysis.summarize_scan).", cmd_summary)
+    p.add_argument("model", choices=BUILTIN_MODELS, metavar="MODEL", help=f"one of: {', '.join(BUILTIN_MODELS)}")
+    p.add_argument("scan", metavar="SCAN", help="a point-cloud file (any format 'sparseconv info' reads)")
+    p.add_argument("--voxel-size", type=_positive_float, default=None, metavar="S",
+                   help="voxel size in metres (default 0.05; SECOND/CenterPoint: 0.1 x 0.1 x 0.2 on their grid)")
 
     p = add("demo", "the main job on built-in data: scan -> voxels -> sparse U-Net -> picture",
             "Simulate a 64-beam street scan (or read --input), voxelize it, fit a small sparse U-Net to the scan's\n"

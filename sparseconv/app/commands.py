@@ -9,7 +9,7 @@ import time
 from .errors import BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, CliError
 from .outputs import plan_outputs
 
-__all__ = ["cmd_info", "cmd_voxelize", "cmd_check", "cmd_demo", "read_options", "fmt_size"]
+__all__ = ["cmd_info", "cmd_voxelize", "cmd_check", "cmd_summary", "cmd_demo", "read_options", "fmt_size"]
 
 PROG = "sparseconv"
 
@@ -102,9 +102,22 @@ def cmd_voxelize(args) -> int:
 # check and demo
 # --------------------------------------------------------------------------------------
 
+def cmd_summary(args) -> int:
+    from ..analysis import summarize_scan
+
+    print(summarize_scan(args.model, args.scan, args.voxel_size))
+    return EXIT_OK
+
+
 def cmd_check(args) -> int:
     from . import checks
 
+    if args.list:
+        print("\n".join(checks.OPS))
+        return EXIT_OK
+    unknown = [op for op in args.op or () if op not in checks.OPS]
+    if unknown:
+        raise CliError(f"unknown op {unknown[0]!r} for --op; 'sparseconv check --list' lists the {len(checks.OPS)} ops")
     ops = tuple(args.op) if args.op else checks.OPS
     grid = "quick" if args.quick else "full"
     print(f"dense-twin checks ({grid} grid, float64, forward and gradients): each sparse op against "

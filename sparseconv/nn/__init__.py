@@ -33,3 +33,14 @@ from .deform import SparseDeformConv3d, SubMDeformConv3d
 from .dynamic import SparseCondConv3d, SparseDynamicConv3d, SparseODConv3d
 
 __all__ += ["SparseDeformConv3d", "SubMDeformConv3d", "SparseDynamicConv3d", "SparseCondConv3d", "SparseODConv3d"]
+from .cdc import CentralDifferenceConv3d
+from .coordconv import CoordConv3d
+from .involution import Involution3d
+from .octave import OctaveConv3d
+from .reparam import AsymmetricConv3d, RepVGGBlock3d, ReparamConv3d
+from .separable import DepthwiseSeparableConv3d, FlattenedConv3d, SpatiallySeparableConv3d
+
+__all__ += [
+    "DepthwiseSeparableConv3d", "SpatiallySeparableConv3d", "FlattenedConv3d", "ReparamConv3d", "AsymmetricConv3d",
+    "RepVGGBlock3d", "CentralDifferenceConv3d", "CoordConv3d", "Involution3d", "OctaveConv3d",
+]

@@ -59,6 +59,14 @@ class _ConvGeometry(nn.Module):
             s += ", bias=False"
         return s
 
+    def _check_input(self, input: SparseTensor) -> None:
+        if not isinstance(input, SparseTensor):
+            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
+        if input.num_channels != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
+            )
+
 
 class _SparseConvNd(_ConvGeometry):
     """Validation, parameters and initialisation shared by every sparse convolution.
@@ -115,7 +123,8 @@ class SparseConv3d(_SparseConvNd):
         - Input: SparseTensor with ``in_channels`` features on a grid ``(X, Y, Z)``.
         - Output: SparseTensor with ``out_channels`` features on the grid
           ``X_out = (X + 2p - d (k - 1) - 1) // s + 1`` (per axis), at every output site whose
-          window holds at least one active input.
+          window holds at least one active input. ``padding='same'`` (stride 1, ``d (k - 1)`` even)
+          keeps the grid, as ``F.conv3d(padding='same')``.
     """
 
     def __init__(
@@ -129,6 +138,10 @@ class SparseConv3d(_SparseConvNd):
         groups: int = 1,
         bias: bool = True,
     ):
+        if isinstance(padding, str):  # 'same': resolved to its symmetric padding (SF.same_padding)
+            if padding != "same":
+                raise ValueError(f"padding must be an int, a triple of ints or 'same', got {padding!r}")
+            padding = SF.same_padding(kernel_size, stride, dilation)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, False)
 
     def forward(self, input: SparseTensor) -> SparseTensor:

@@ -20,6 +20,9 @@ keeps 8 accumulators in registers over the whole input-channel loop, reading one
 segment per input channel for all 4 pairs and broadcasting the 4 input values. Leftover output
 channels (a channel count not a multiple of the vector width, e.g. 3 or 5) take a scalar loop.
 Channel counts are runtime values: one compiled kernel serves every layer of a dtype.
+Depthwise weights (one input and one output channel per group, ``[K, C, 1, 1]``) take
+:func:`_pairs_depthwise` instead: ``out[o, c] += x[i, c] w[k, c]`` a vector of channels at a time,
+no GEMM (the input gradient reuses it with the same weights; the weight gradient stays generic).
 
 What runs where:
 
@@ -72,6 +75,23 @@ _PARTIALS_BYTES = 64 << 20
 
 
 @njit(boundscheck=False, error_model="numpy", cache=True)
+def _pairs_depthwise(x, w, w_base, channels, m, i0, i1, i2, i3, q0, q1, q2, q3, out, lanes, zero):
+    """Depthwise block of up to 4 pairs (``m``): ``out[q, c] += x[i, c] * w[w_base + c]`` for every
+    channel ``c``, a vector of channels at a time (no GEMM: one multiply-add per pair and channel)."""
+    c = 0
+    while c + lanes <= channels:
+        wv = vload(w, w_base + c)
+        empty = vzero(w)
+        add_to_rows(out, m, q0, q1, q2, q3, c, vfma(vload(x, i0 + c), wv, empty), vfma(vload(x, i1 + c), wv, empty),
+                    vfma(vload(x, i2 + c), wv, empty), vfma(vload(x, i3 + c), wv, empty))
+        c += lanes
+    for cc in range(c, channels):
+        wv = index_load(w, w_base + cc)
+        add_scalars_to_rows(out, m, q0, q1, q2, q3, cc, index_load(x, i0 + cc) * wv, index_load(x, i1 + cc) * wv,
+                            index_load(x, i2 + cc) * wv, index_load(x, i3 + cc) * wv)
+
+
+@njit(boundscheck=False, error_model="numpy", cache=True)
 def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, lanes, zero):
     """``out[o, g*Co:(g+1)*Co] += x[i, g*Ci:(g+1)*Ci] @ w[k, g]`` for the pairs
     ``(i, o) = (in_rows[p], out_rows[p])``, ``p0 <= p < p1``, all of offset ``k``; ``x``, ``w``
@@ -88,6 +108,9 @@ def _pairs_gemm(x, w, in_rows, out_rows, p0, p1, k, out, groups, c_in, c_out, la
         q1 = index_load(out_rows, p + min(1, m - 1)) * out_cols
         q2 = index_load(out_rows, p + min(2, m - 1)) * out_cols
         q3 = index_load(out_rows, p + min(3, m - 1)) * out_cols
+        if c_in == 1 and c_out == 1:  # depthwise: out[o, c] += x[i, c] w[k, c], vectors across channels
+            _pairs_depthwise(x, w, k * groups, groups, m, i0, i1, i2, i3, q0, q1, q2, q3, out, lanes, zero)
+            continue
         for g in range(groups):
             x0 = i0 + g * c_in
             x1 = i1 + g * c_in

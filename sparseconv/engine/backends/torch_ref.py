@@ -3,6 +3,13 @@
 This is the reference every other backend is proven equal to, and the path for anything a compiled
 backend does not cover (pair weights, non-injective maps, CUDA tensors without a GPU backend, double
 backward). How it is fast on a CPU is described in :mod:`sparseconv.engine.core`.
+
+Depthwise fast path: when every group has one input and one output channel (``weight [K, C, 1, 1]``,
+``groups == C_in == C_out``) a pair's contribution ``x[i, c] * W[k, c]`` is an elementwise product,
+so :func:`grouped_mm` and :func:`grouped_weight_grad` skip the batched 1 x 1 GEMMs and multiply
+(and reduce) elementwise over the whole ``[P, C]`` block: same map walk, same accumulation,
+no GEMM (``benchmarks/bench_variants.py`` times it against the grouped-GEMM formulation). The numba
+backend has the same branch (:func:`~sparseconv.engine.backends.numba_conv._pairs_depthwise`).
 """
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ def grouped_mm(rows: torch.Tensor, weight_k: torch.Tensor) -> torch.Tensor:
     groups, c_in, c_out = weight_k.shape
     if groups == 1:
         return rows @ weight_k[0]
+    if c_in == 1 and c_out == 1:  # depthwise: one multiply per pair and channel
+        return rows * weight_k[:, 0, 0]
     per_group = rows.view(-1, groups, c_in).transpose(0, 1)  # [G, P, Ci]
     return torch.bmm(per_group, weight_k).transpose(0, 1).reshape(-1, groups * c_out)
 
@@ -30,6 +39,8 @@ def grouped_weight_grad(x_k: torch.Tensor, g_k: torch.Tensor, out: torch.Tensor)
     groups, c_in, c_out = out.shape
     if groups == 1:
         torch.mm(x_k.t(), g_k, out=out[0])
+    elif c_in == 1 and c_out == 1:  # depthwise: a per-channel dot product over the pairs
+        torch.sum(x_k * g_k, 0, out=out[:, 0, 0])
     else:
         torch.bmm(x_k.view(-1, groups, c_in).permute(1, 2, 0), g_k.view(-1, groups, c_out).transpose(0, 1), out=out)
 

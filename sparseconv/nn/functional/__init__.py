@@ -14,6 +14,7 @@ from .conv import (
     conv_map_key,
     conv_weight_to_core,
     find_inverse_map,
+    same_padding,
     sparse_conv3d,
     sparse_conv_transpose3d,
     sparse_inverse_conv3d,
@@ -32,7 +33,7 @@ from .pool import (
 
 __all__ = [
     "sparse_conv3d", "subm_conv3d", "sparse_conv_transpose3d", "sparse_inverse_conv3d", "find_inverse_map",
-    "conv_map_key", "conv_weight_to_core", "transposed_weight_to_core", "autocast_conv_inputs",
+    "conv_map_key", "same_padding", "conv_weight_to_core", "transposed_weight_to_core", "autocast_conv_inputs",
     "sparse_max_pool3d", "sparse_avg_pool3d", "global_sum_pool", "global_avg_pool", "global_max_pool",
     "sparse_deform_conv3d", "deform_kernel_map", "sparse_conv3d_per_sample", "split_by_sample",
 ]

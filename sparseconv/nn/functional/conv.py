@@ -12,7 +12,7 @@ equals its dense twin at the active output sites:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -51,12 +51,29 @@ def _convolve(input, weight, bias, groups, key, transposed):
     return _finish(gather_gemm_scatter(input.feats, core_weight, kmap), bias, kmap)
 
 
+def same_padding(kernel_size: IntOrTriple, stride: IntOrTriple = 1, dilation: IntOrTriple = 1) -> Tuple[int, int, int]:
+    """The symmetric padding ``d (k - 1) / 2`` per axis that ``padding='same'`` means for a strided-form
+    conv (``F.conv3d`` accepts it at stride 1). A ValueError when the stride is not 1 or ``d (k - 1)``
+    is odd on an axis (PyTorch would pad one voxel more on the high side; the kernel map pads
+    symmetrically: use :func:`subm_conv3d`, whose map has no such limit)."""
+    kernel3, stride3 = triple(kernel_size, "kernel_size", 1), triple(stride, "stride", 1)
+    dilation3 = triple(dilation, "dilation", 1)
+    if stride3 != (1, 1, 1):
+        raise ValueError(f"padding='same' needs stride 1 (as F.conv3d), got stride={stride3}")
+    if any(d * (k - 1) % 2 for k, d in zip(kernel3, dilation3)):
+        raise ValueError(
+            f"padding='same' needs dilation * (kernel_size - 1) even on every axis (symmetric padding), got "
+            f"kernel_size={kernel3}, dilation={dilation3}; the submanifold conv pads even kernels as PyTorch does"
+        )
+    return tuple(d * (k - 1) // 2 for k, d in zip(kernel3, dilation3))  # type: ignore[return-value]
+
+
 def sparse_conv3d(
     input: SparseTensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
     stride: IntOrTriple = 1,
-    padding: IntOrTriple = 0,
+    padding: Union[IntOrTriple, str] = 0,
     dilation: IntOrTriple = 1,
     groups: int = 1,
 ) -> SparseTensor:
@@ -64,8 +81,13 @@ def sparse_conv3d(
 
     ``out[o] = b + sum_t W[:, :, t] x[o*s - p + t*d]`` over active inputs; output sites are
     all ``o`` of the output grid with at least one active input in their window.
-    Output grid: ``(n + 2p - d(k-1) - 1) // s + 1`` per axis.
+    Output grid: ``(n + 2p - d(k-1) - 1) // s + 1`` per axis. ``padding='same'`` (stride 1) keeps the
+    grid (:func:`same_padding`); unlike :func:`subm_conv3d` the outputs are every site the kernel reaches.
     """
+    if isinstance(padding, str):
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a triple of ints or 'same', got {padding!r}")
+        padding = same_padding(weight.shape[2:], stride, dilation)
     key = conv_map_key(tuple(weight.shape[2:]), stride, padding, dilation, submanifold=False)
     return _convolve(input, weight, bias, groups, key, transposed=False)
 
