@@ -152,7 +152,7 @@ def test_summary_of_a_builtin_model(tmp_path, capsys):
 
 
 def test_check_list_and_unknown_op(capsys):
-    from sparseconv.checks import OPS
+    from sparseconv.app.checks import OPS
 
     assert cli.main(["check", "--list"]) == 0
     assert capsys.readouterr().out.split() == list(OPS)

@@ -59,14 +59,6 @@ class _ConvGeometry(nn.Module):
             s += ", bias=False"
         return s
 
-    def _check_input(self, input: SparseTensor) -> None:
-        if not isinstance(input, SparseTensor):
-            raise TypeError(f"{type(self).__name__} expects a SparseTensor, got {type(input).__name__}")
-        if input.num_channels != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects in_channels={self.in_channels}, input has {input.num_channels} channels"
-            )
-
 
 class _SparseConvNd(_ConvGeometry):
     """Validation, parameters and initialisation shared by every sparse convolution.
