@@ -8,7 +8,8 @@ A second run reuses one input tensor for every step (its maps are built at the f
 served from its coordinate set's cache, which must not grow). After
 every step it records:
 
-* RSS: the process' resident memory (``/proc/self/statm``);
+* RSS: the process' resident memory (``/proc/self/statm``), after ``malloc_trim`` so that pages the
+  C allocator holds free do not count;
 * Python heap: ``tracemalloc``'s current size (Python objects, not tensor storage);
 * tensors: live ``torch.Tensor`` objects the garbage collector sees, and their unique storages' bytes;
 * live ``CoordinateSet``, ``KernelMap``, ``CoordinateHash`` and ``SparseTensor`` objects, counted
@@ -25,6 +26,7 @@ It prints the records at a few steps and the growth between the warm-up step and
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import sys
@@ -58,8 +60,19 @@ class Record:
     live: Dict[str, int]
 
 
+def _malloc_trim() -> None:
+    """Hand the C heap's free pages back to the OS (glibc), so RSS counts memory in use rather than
+    the allocator's fragmentation; a no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def rss_mb() -> Optional[float]:
-    """Resident set size of this process in MiB (Linux ``/proc``), or None elsewhere."""
+    """Resident set size of this process in MiB after :func:`_malloc_trim` (Linux ``/proc``), or None
+    elsewhere."""
+    _malloc_trim()
     try:
         with open("/proc/self/statm") as f:
             resident_pages = int(f.read().split()[1])
