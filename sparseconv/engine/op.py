@@ -93,7 +93,7 @@ def gather_gemm_scatter_op(
     )
     # The inputs already have the dtype to compute in; autocast must not recast the GEMMs.
     with torch.autocast(feats.device.type, enabled=False):
-        return module.forward(feats, weight, pair_weights, kmap)
+        return module.forward(feats, weight, pair_weights, kmap).contiguous()
 
 
 @gather_gemm_scatter_op.register_fake
@@ -128,7 +128,8 @@ def gather_gemm_scatter_backward_op(
     needs = (need_feats, need_weight, need_pairs)
     with torch.autocast(feats.device.type, enabled=False):
         grads = module.backward(feats, weight, pair_weights, grad_out.contiguous(), kmap, needs)
-    return tuple(feats.new_empty(0) if g is None else g for g in grads)
+    # contiguous, as the fake implementation promises (a backend may follow the weight's strides)
+    return tuple(feats.new_empty(0) if g is None else g.contiguous() for g in grads)
 
 
 @gather_gemm_scatter_backward_op.register_fake
@@ -136,9 +137,9 @@ def _backward_fake(grad_out, feats, weight, pair_weights, in_rows, out_rows, off
                    identity_offset, injective, backend, map_tensors, need_feats, need_weight, need_pairs):
     empty = feats.new_empty(0)
     return (
-        torch.empty_like(feats, memory_format=torch.contiguous_format) if need_feats else empty,
+        feats.new_empty(feats.shape) if need_feats else empty,
         weight.new_empty(weight.shape) if need_weight else empty,
-        torch.empty_like(pair_weights) if need_pairs and pair_weights is not None else empty,
+        pair_weights.new_empty(pair_weights.shape) if need_pairs and pair_weights is not None else empty,
     )
 
 

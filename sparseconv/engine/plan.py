@@ -9,7 +9,6 @@ saves and loads.
 from __future__ import annotations
 
 import torch
-import torch.utils._pytree as pytree
 from torch import nn
 
 from .coordinates import CoordinateSet
@@ -44,8 +43,8 @@ class FixedCoordinates(nn.Module):
     """``model`` on one fixed coordinate set, with plain tensors in and out: for ``torch.export``.
 
     ``forward(feats)`` runs ``model(SparseTensor on coordinate_set with feats)`` and returns its
-    output with every SparseTensor replaced by its features (tuples, lists, dicts and named tuples
-    keep their structure). The coordinate set's kernel maps become constants of the exported
+    output with every SparseTensor replaced by its features and every named tuple by a dict of its
+    fields (tuples, lists and dicts keep their structure), which an exported program can save. The coordinate set's kernel maps become constants of the exported
     program, so call :func:`plan` first; the program then runs on these coordinates only, with any
     features of the right shape.
 
@@ -64,9 +63,17 @@ class FixedCoordinates(nn.Module):
         self.coordinate_set = coordinate_set
 
     def forward(self, feats: torch.Tensor):
-        output = self.model(SparseTensor.from_coordinate_set(feats, self.coordinate_set))
-        return pytree.tree_map(
-            lambda leaf: leaf.feats if isinstance(leaf, SparseTensor) else leaf,
-            output,
-            is_leaf=lambda node: isinstance(node, SparseTensor),
-        )
+        return _plain(self.model(SparseTensor.from_coordinate_set(feats, self.coordinate_set)))
+
+
+def _plain(output):
+    """``output`` with SparseTensors as their features and named tuples as dicts, recursively."""
+    if isinstance(output, SparseTensor):
+        return output.feats
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        return {name: _plain(value) for name, value in zip(output._fields, output)}
+    if isinstance(output, (tuple, list)):
+        return type(output)(_plain(value) for value in output)
+    if isinstance(output, dict):
+        return {key: _plain(value) for key, value in output.items()}
+    return output
