@@ -230,3 +230,40 @@ def test_fixed_coordinates_checks_its_arguments():
         FixedCoordinates(_tiny_minkunet(), x)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
         FixedCoordinates("net", x.coordinate_set)
+
+
+def test_export_example_saves_loads_and_matches_eager(tmp_path):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "export.py"
+    spec = importlib.util.spec_from_file_location("export_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.main(["--out", str(tmp_path), "--beams", "16", "--columns", "256", "--voxel-size", "0.2",
+                           "--base-channels", "4"])
+    assert result["identical"] and result["num_voxels"] > 1000
+    assert (tmp_path / "minkunet14.pt2").is_file()
+
+
+def test_onnx_export_writes_the_core_op_as_a_custom_domain_node():
+    pytest.importorskip("onnxscript")
+    from onnx import numpy_helper
+
+    from sparseconv.engine.onnx_export import onnx_translation_table
+
+    x = _float(random_sparse_tensor((8, 8, 8), 3, batch_size=1, density=0.3, seed=5))
+    net = torch.nn.Sequential(snn.SubMConv3d(3, 4, 3, bias=False), snn.ReLU()).eval()
+    plan(net, x)
+    program = torch.onnx.export(FixedCoordinates(net, x.coordinate_set), (x.feats,), dynamo=True,
+                                custom_translation_table=onnx_translation_table(), verbose=False)
+    graph = program.model_proto.graph
+    custom = [node for node in graph.node if node.domain == "sparseconv"]
+    assert [node.op_type for node in custom] == ["GatherGemmScatter"]
+    kmap = x.coordinate_set.kernel_map(KernelMapKey("submanifold", (3, 3, 3)))
+    attributes = {a.name: a for a in custom[0].attribute}
+    assert list(attributes["offset_bounds"].ints) == list(kmap.offset_bounds)
+    assert attributes["num_outputs"].i == kmap.num_outputs and attributes["identity_offset"].i == kmap.identity_offset
+    stored = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    assert torch.equal(torch.from_numpy(stored[custom[0].input[2]]), kmap.in_rows)
+    assert torch.equal(torch.from_numpy(stored[custom[0].input[3]]), kmap.out_rows)
