@@ -26,13 +26,15 @@ import contextlib
 import copy
 import os
 import platform
-import statistics
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+sys.path.insert(0, os.path.abspath(os.path.dirname(__file__)))
+
+from bench_backends import interleaved_medians  # noqa: E402
 
 import sparseconv.nn as snn  # noqa: E402
 from sparseconv.data import generate_lidar_scan  # noqa: E402
@@ -52,16 +54,6 @@ def core_path(name: str):
         yield
     finally:
         backends.AUTO_ORDER = saved
-
-
-def interleaved_medians(fns, repeats: int):
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - start)
-    return [1000 * statistics.median(ts) for ts in times]
 
 
 def scan(quick: bool):

@@ -102,14 +102,18 @@ def _tiny_second():
     return second_backbone(4, channels=(4, 4, 8, 8, 8), out_channels=8)
 
 
+MODELS = pytest.mark.parametrize(
+    "make, make_input", [(_tiny_minkunet, _minkunet_input), (_tiny_second, _second_input)], ids=["minkunet14", "second"]
+)
+
+
 def _loss(out):
     if isinstance(out, SparseTensor):
         return out.feats.square().mean()
     return out.bev.square().mean() + out.features["conv2"].feats.sum()
 
 
-@pytest.mark.parametrize("make, make_input", [(_tiny_minkunet, _minkunet_input), (_tiny_second, _second_input)],
-                         ids=["minkunet14", "second"])
+@MODELS
 def test_model_traces_without_graph_breaks(make, make_input):
     x, net = make_input(), make()
     plan(net, x)
@@ -120,8 +124,7 @@ def test_model_traces_without_graph_breaks(make, make_input):
     assert x.coordinate_set.kernel_map_builds == builds  # every map came from the cache
 
 
-@pytest.mark.parametrize("make, make_input", [(_tiny_minkunet, _minkunet_input), (_tiny_second, _second_input)],
-                         ids=["minkunet14", "second"])
+@MODELS
 def test_model_compiled_training_step_equals_eager(make, make_input):
     """fullgraph=True forward + backward (AOTAutograd): outputs and every gradient bitwise equal."""
     x, net = make_input(), make()
@@ -143,8 +146,7 @@ def test_model_compiled_training_step_equals_eager(make, make_input):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make, make_input", [(_tiny_minkunet, _minkunet_input), (_tiny_second, _second_input)],
-                         ids=["minkunet14", "second"])
+@MODELS
 def test_model_inductor_inference_and_training(make, make_input):
     x, net = make_input(), make()
     plan(net, x)
@@ -203,8 +205,7 @@ def test_export_with_sparse_tensor_input_runs_but_cannot_be_saved(tmp_path):
         torch.export.save(program, tmp_path / "net.pt2")
 
 
-@pytest.mark.parametrize("make, make_input", [(_tiny_minkunet, _minkunet_input), (_tiny_second, _second_input)],
-                         ids=["minkunet14", "second"])
+@MODELS
 def test_exported_program_on_fixed_coordinates_saves_loads_and_matches(make, make_input, tmp_path):
     x, net = make_input(), make().eval()
     plan(net, x)
@@ -267,3 +268,20 @@ def test_onnx_export_writes_the_core_op_as_a_custom_domain_node():
     stored = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     assert torch.equal(torch.from_numpy(stored[custom[0].input[2]]), kmap.in_rows)
     assert torch.equal(torch.from_numpy(stored[custom[0].input[3]]), kmap.out_rows)
+
+
+@pytest.mark.slow
+def test_bench_compile_quick_prints_both_paths(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_compile.py"
+    spec = importlib.util.spec_from_file_location("bench_compile", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--quick"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| layer")]
+    assert [row.split("|")[3].strip() for row in rows] == PATHS
+    for row in rows:
+        eager_ms, compiled_ms, ratio = (float(cell) for cell in row.strip("|").split("|")[4:7])
+        assert eager_ms > 0 and compiled_ms > 0 and abs(ratio - eager_ms / compiled_ms) <= 0.01 * ratio + 0.01

@@ -38,8 +38,8 @@ injective maps without pair weights; it raises if numba is missing or the case i
 machine its forward took 0.25-0.53x and its backward 0.27-0.58x of the torch path's time at 16-64
 channels, ``benchmarks/bench_backends.py``), else torch.
 Both are deterministic; they agree to rounding, not bitwise (different summation order).
-Double backward (``create_graph=True``) always differentiates through the torch path's backward.
-Backends are looked up by name (:data:`backends.CORE_BACKENDS`), so a new one slots in there.
+With ``create_graph=True`` the backward runs on the torch path (whose ``out=`` buffers autograd
+cannot differentiate: double backward is not supported). Backends are looked up by name (:data:`backends.CORE_BACKENDS`), so a new one slots in there.
 
 The op itself runs as the registered operator ``torch.ops.sparseconv.gather_gemm_scatter``
 (:mod:`sparseconv.engine.op`, with a fake implementation and its backward as a second operator),

@@ -19,8 +19,10 @@ The real implementations rebuild the map (:func:`kernel_map_from_tensors`), hand
 ``forward`` / ``backward``: the same functions, on the same data, as an eager call, so results and
 their bits do not depend on whether the op ran eagerly, compiled or exported.
 
-Double backward (``create_graph=True``) differentiates through the torch path's backward, run as
-ordinary (differentiable) torch operations instead of the backward op.
+With ``create_graph=True`` the backward runs the torch path's backward as ordinary torch operations
+instead of the backward op, as the core op did before it was registered; that backward writes into
+preallocated buffers (``out=`` variants), which autograd refuses to differentiate, so double
+backward is not supported (unchanged by the registration).
 """
 from __future__ import annotations
 
