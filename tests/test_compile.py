@@ -84,6 +84,17 @@ def test_inductor_compiled_layer_equals_eager():
         assert torch.allclose(eager, comp, rtol=1e-4, atol=1e-5)
 
 
+def test_compiled_network_on_a_new_scan_after_plan():
+    """Another coordinate set retraces (guards on its maps) and still equals eager."""
+    net = torch.nn.Sequential(snn.SubMConv3d(3, 4, 3), snn.ReLU(), snn.SparseConv3d(4, 4, 2, stride=2)).eval()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    for seed in (7, 8):
+        x = _float(random_sparse_tensor((10, 10, 10), 3, batch_size=1, density=0.1 + 0.05 * (seed - 7), seed=seed))
+        plan(net, x, backward=False)
+        with torch.no_grad():
+            assert torch.equal(compiled(x).feats, net(x).feats)
+
+
 def _minkunet_input():
     torch.manual_seed(0)
     return _float(random_sparse_tensor((20, 20, 20), 4, batch_size=1, density=0.04, seed=3))
