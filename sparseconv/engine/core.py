@@ -39,7 +39,8 @@ machine its forward took 0.25-0.53x and its backward 0.27-0.58x of the torch pat
 channels, ``benchmarks/bench_backends.py``), else torch.
 Both are deterministic; they agree to rounding, not bitwise (different summation order).
 With ``create_graph=True`` the backward runs on the torch path (whose ``out=`` buffers autograd
-cannot differentiate: double backward is not supported). Backends are looked up by name (:data:`backends.CORE_BACKENDS`), so a new one slots in there.
+cannot differentiate: double backward is not supported). Backends are looked up by name
+(:data:`backends.CORE_BACKENDS`), so a new one slots in there.
 
 The op itself runs as the registered operator ``torch.ops.sparseconv.gather_gemm_scatter``
 (:mod:`sparseconv.engine.op`, with a fake implementation and its backward as a second operator),
