@@ -44,9 +44,9 @@ class FixedCoordinates(nn.Module):
 
     ``forward(feats)`` runs ``model(SparseTensor on coordinate_set with feats)`` and returns its
     output with every SparseTensor replaced by its features and every named tuple by a dict of its
-    fields (tuples, lists and dicts keep their structure), which an exported program can save. The coordinate set's kernel maps become constants of the exported
-    program, so call :func:`plan` first; the program then runs on these coordinates only, with any
-    features of the right shape.
+    fields (tuples, lists and dicts keep their structure), which an exported program can save. The
+    coordinate set's kernel maps become constants of the exported program, so call :func:`plan`
+    first; the program then runs on these coordinates only, with any features of the right shape.
 
     Shape:
         - Input: ``feats [N, C_in]``, ``N = len(coordinate_set)``.
