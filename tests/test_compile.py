@@ -21,6 +21,14 @@ from sparseconv.testing import random_sparse_tensor
 PATHS = ["torch"] + (["numba"] if backends.numba_available() else [])
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test traces from scratch: no compiled frames, guards or recompile counts of another test."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def _float(x: SparseTensor) -> SparseTensor:
     return x.replace(x.feats.float())
 
