@@ -105,6 +105,27 @@ def test_compiled_network_on_a_new_scan_after_plan():
             assert torch.equal(compiled(x).feats, net(x).feats)
 
 
+def test_compiled_network_stops_tracing_once_sizes_are_dynamic():
+    """After a few scans dynamo's graph has symbolic sizes (features, pairs, offset bounds): later
+    scans run it without tracing again."""
+    traced = []
+
+    def counting_backend(graph_module, example_inputs):
+        traced.append(graph_module)
+        return graph_module.forward
+
+    net = torch.nn.Sequential(snn.SubMConv3d(3, 4, 3), snn.ReLU(), snn.SparseConv3d(4, 4, 2, stride=2)).eval()
+    compiled = torch.compile(net, fullgraph=True, backend=counting_backend)
+    counts = []
+    for seed in range(5):
+        x = _float(random_sparse_tensor((10, 10, 10), 3, batch_size=1, density=0.1 + 0.03 * seed, seed=seed))
+        plan(net, x, backward=False)
+        with torch.no_grad():
+            assert torch.equal(compiled(x).feats, net(x).feats)
+        counts.append(len(traced))
+    assert counts[-1] == counts[-2] == counts[-3] <= 3, counts
+
+
 def _minkunet_input():
     torch.manual_seed(0)
     return _float(random_sparse_tensor((20, 20, 20), 4, batch_size=1, density=0.04, seed=3))
