@@ -52,6 +52,7 @@ class CoordinateSet:
         # that map and the map holds this set: a strong ref would close a reference cycle.
         self._producers: List[Tuple[KernelMapKey, "weakref.ReferenceType[CoordinateSet]"]] = []
         self.kernel_map_builds = 0  # maps built on this set (for tests and analysis)
+        self._regridded: Dict[Tuple[int, int, int], "CoordinateSet"] = {}
 
     def __len__(self) -> int:
         return self.coords.shape[0]
@@ -96,6 +97,21 @@ class CoordinateSet:
             self._kernel_maps[key] = kmap
             self.kernel_map_builds += 1
         return kmap
+
+    def on_grid(self, spatial_shape: Tuple[int, int, int]) -> "CoordinateSet":
+        """The same sites (same rows, same ``coords`` tensor) in a grid of ``spatial_shape``, which
+        must hold them; cached here, so its kernel maps are built once however often it is asked
+        for (a network that pads the grid reuses them on every call)."""
+        spatial_shape = tuple(int(s) for s in spatial_shape)
+        if spatial_shape == self.spatial_shape:
+            return self
+        if any(s < own for s, own in zip(spatial_shape, self.spatial_shape)):
+            raise ValueError(f"spatial_shape {spatial_shape} must hold this set's grid {self.spatial_shape}")
+        regridded = self._regridded.get(spatial_shape)
+        if regridded is None:
+            regridded = CoordinateSet(self.coords, spatial_shape, self.batch_size, self.voxel_size, self.origin)
+            self._regridded[spatial_shape] = regridded
+        return regridded
 
     def cached_kernel_maps(self) -> Dict[KernelMapKey, KernelMap]:
         return dict(self._kernel_maps)

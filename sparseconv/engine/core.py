@@ -45,7 +45,14 @@ took 0.25-0.53x and its backward 0.27-0.58x of the torch path's time at 16-64 ch
 ``benchmarks/bench_backends.py``), else torch. No GPU has measured the triton backend yet
 (``benchmarks/bench_gpu.py`` is ready to). All are deterministic, with no float atomics; they agree
 to rounding, not bitwise (different summation order).
-Double backward (``create_graph=True``) always differentiates through the torch path's backward.
+With ``create_graph=True`` the backward runs on the torch path (whose ``out=`` buffers autograd
+cannot differentiate: double backward is not supported). Backends are looked up by name
+(:data:`backends.CORE_BACKENDS`), so a new one slots in there.
+
+The op itself runs as the registered operator ``torch.ops.sparseconv.gather_gemm_scatter``
+(:mod:`sparseconv.engine.op`, with a fake implementation and its backward as a second operator),
+which ``torch.compile`` and ``torch.export`` capture as one graph node; this function is the
+Python front end that checks arguments, applies autocast and picks the backend.
 """
 from __future__ import annotations
 
@@ -55,60 +62,38 @@ from typing import Optional
 import torch
 
 from . import backends
-from .backends import torch_ref
 from .kmap import KernelMap
+from .op import gather_gemm_scatter_op
 
 _REDUCED = (torch.bfloat16, torch.float16)
 
 
-class _GatherGemmScatter(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, feats, weight, pair_weights, kmap, compiled):
-        ctx.kmap = kmap
-        ctx.compiled = compiled
-        ctx.save_for_backward(feats, weight, pair_weights)
-        # The inputs already have the dtype to compute in; autocast must not recast the GEMMs.
-        with torch.autocast(feats.device.type, enabled=False):
-            if compiled is not None:
-                return compiled.forward(feats, weight, pair_weights, kmap)
-            return torch_ref.forward(feats, weight, pair_weights, kmap)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        feats, weight, pair_weights = ctx.saved_tensors
-        args = (feats, weight, pair_weights, grad_out.contiguous(), ctx.kmap, ctx.needs_input_grad[:3])
-        with torch.autocast(feats.device.type, enabled=False):
-            # A compiled backend's backward is not differentiable: double backward stays on torch.
-            if ctx.compiled is not None and not torch.is_grad_enabled():
-                grads = ctx.compiled.backward(*args)
-            else:
-                grads = torch_ref.backward(*args)
-        return (*grads, None, None)
-
-
-def _select_backend(backend: str, feats, weight, pair_weights, kmap: KernelMap):
-    """The compiled backend module to run, or None for the torch path."""
+def _select_backend(backend: str, feats, weight, pair_weights, kmap: KernelMap) -> str:
+    """The name of the backend to run: ``backend`` itself (raising if it cannot run this case), or
+    for ``"auto"`` the first of :data:`backends.AUTO_ORDER` that is available and supports it,
+    else ``"torch"``."""
     if backend == "torch":
-        return None
-    module = backends.numba_backend()
-    if module is None:
-        if backend == "numba":
-            raise RuntimeError(f"backend='numba' needs numba ({backends.numba_unavailable_reason()})")
-        return None
-    if not module.supports(feats, weight, kmap, pair_weights):
-        if backend == "numba":
+        return backend
+    for name in backends.AUTO_ORDER if backend == "auto" else (backend,):
+        module = backends.core_backend(name)
+        if module is None:
+            if backend == name:
+                raise RuntimeError(f"backend={name!r} needs {name} ({backends.unavailable_reason(name)})")
+            continue
+        if module.supports(feats, weight, kmap, pair_weights):
+            return name
+        if backend == name:
             raise ValueError(
-                "backend='numba' supports CPU float32/float64 features, injective kernel maps and no "
-                f"pair_weights; got {feats.dtype} on {feats.device}, injective={kmap.injective}, "
-                f"pair_weights={'given' if pair_weights is not None else None}"
+                f"backend={name!r} supports {module.SUPPORTED}; got {feats.dtype} on {feats.device}, "
+                f"injective={kmap.injective}, pair_weights={'given' if pair_weights is not None else None}"
             )
-        return None
-    return module
+    return "torch"
 
 
-def _select_triton(backend: str, feats, weight, pair_weights, kmap: KernelMap, allow_tf32: bool):
-    """The Triton backend to run (``backend="triton"``, or ``"auto"`` on CUDA tensors), or None.
-    Asked before the reduced-precision cast: Triton computes float16/bfloat16 natively."""
+def _select_triton(backend: str, feats, weight, pair_weights, kmap: KernelMap, allow_tf32: bool) -> Optional[str]:
+    """The Triton backend's name (``"triton"``, or ``"triton_tf32"`` with ``allow_tf32``) when
+    ``backend="triton"``, or ``"auto"`` on CUDA tensors it supports; else None. Asked before the
+    reduced-precision cast: Triton computes float16/bfloat16 natively."""
     if backend != "triton" and not (backend == "auto" and feats.device.type == "cuda"):
         return None
     module = backends.triton_backend()
@@ -130,7 +115,23 @@ def _select_triton(backend: str, feats, weight, pair_weights, kmap: KernelMap, a
             f"{kmap.in_rows.device}), injective={kmap.injective}, "
             f"pair_weights={'given' if pair_weights is not None else None}"
         )
-    return module.TritonConv(allow_tf32=allow_tf32)
+    return "triton_tf32" if allow_tf32 else "triton"
+
+
+def _apply(feats, weight, pair_weights, kmap: KernelMap, backend: str, chosen: Optional[str] = None) -> torch.Tensor:
+    """Run the registered op (:mod:`sparseconv.engine.op`) on ``kmap``'s tensors with the chosen
+    backend; the backend's map-derived tensors for the backward are prepared only when a
+    gradient can flow."""
+    name = chosen or _select_backend(backend, feats, weight, pair_weights, kmap)
+    differentiable = torch.is_grad_enabled() and (
+        feats.requires_grad or weight.requires_grad or (pair_weights is not None and pair_weights.requires_grad)
+    )
+    map_tensors = backends.core_backend(name).map_tensors(kmap, differentiable)
+    identity = -1 if kmap.identity_offset is None else kmap.identity_offset
+    return gather_gemm_scatter_op(
+        feats, weight, pair_weights, kmap.in_rows, kmap.out_rows, list(kmap.offset_bounds), kmap.num_outputs,
+        identity, kmap.injective, name, map_tensors,
+    )
 
 
 def autocast_inputs(feats: torch.Tensor, *others: Optional[torch.Tensor]):
@@ -191,14 +192,11 @@ def gather_gemm_scatter(
             )
         if pair_weights.dtype != feats.dtype:
             raise TypeError(f"pair_weights dtype {pair_weights.dtype} does not match feats dtype {feats.dtype}")
-    triton_conv = _select_triton(backend, feats, weight, pair_weights, kernel_map, allow_tf32)
-    if triton_conv is not None:
-        return _GatherGemmScatter.apply(feats.contiguous(), weight, pair_weights, kernel_map, triton_conv)
+    triton = _select_triton(backend, feats, weight, pair_weights, kernel_map, allow_tf32)
+    if triton is not None:
+        return _apply(feats.contiguous(), weight, pair_weights, kernel_map, backend, chosen=triton)
     if feats.dtype in _REDUCED:
         pairs32 = None if pair_weights is None else pair_weights.float()
         feats32, weight32 = feats.float().contiguous(), weight.float()
-        compiled = _select_backend(backend, feats32, weight32, pairs32, kernel_map)
-        return _GatherGemmScatter.apply(feats32, weight32, pairs32, kernel_map, compiled).to(feats.dtype)
-    feats = feats.contiguous()
-    compiled = _select_backend(backend, feats, weight, pair_weights, kernel_map)
-    return _GatherGemmScatter.apply(feats, weight, pair_weights, kernel_map, compiled)
+        return _apply(feats32, weight32, pairs32, kernel_map, backend).to(feats.dtype)
+    return _apply(feats.contiguous(), weight, pair_weights, kernel_map, backend)

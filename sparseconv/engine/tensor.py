@@ -5,6 +5,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.utils._pytree as pytree
 
 from .._validation import INTEGER_DTYPES, as_int, number_triple, triple
 from .coordinates import CoordinateSet
@@ -258,3 +259,36 @@ class SparseTensor:
             f"SparseTensor(num_sites={len(self)}, channels={self.num_channels}, spatial_shape={self.spatial_shape}, "
             f"batch_size={self.batch_size}, dtype={self.dtype}, device={self.device})"
         )
+
+
+# -- pytree: features are the leaf, the coordinate set (with its kernel maps) the context --------
+# So SparseTensors cross torch.compile / torch.export / torch.func boundaries: traced code sees the
+# features as a tensor input and the coordinates, with their cached maps, as constants. Two trees
+# match only when they are on the same coordinate set object (identity, not equal coordinates).
+
+
+def _flatten(st: SparseTensor):
+    return [st.feats], st.coordinate_set
+
+
+def _flatten_with_keys(st: SparseTensor):
+    return [(pytree.GetAttrKey("feats"), st.feats)], st.coordinate_set
+
+
+def _unflatten(leaves, coordinate_set: CoordinateSet) -> SparseTensor:
+    return SparseTensor.from_coordinate_set(leaves[0], coordinate_set)
+
+
+def _dumpable_context(coordinate_set: CoordinateSet):
+    raise TypeError(
+        "a SparseTensor input or output cannot be saved in an ExportedProgram (its coordinate set and kernel "
+        "maps are Python objects); export sparseconv.engine.FixedCoordinates(model, coordinate_set), which takes "
+        "and returns feature tensors"
+    )
+
+
+pytree.register_pytree_node(
+    SparseTensor, _flatten, _unflatten,
+    serialized_type_name="sparseconv.SparseTensor", flatten_with_keys_fn=_flatten_with_keys,
+    to_dumpable_context=_dumpable_context, from_dumpable_context=_dumpable_context,
+)

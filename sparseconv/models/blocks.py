@@ -13,7 +13,6 @@ from torch import nn
 
 from .. import nn as snn
 from .._validation import IntOrTriple, as_int, positive_int
-from ..engine.coordinates import CoordinateSet
 from ..engine.tensor import SparseTensor
 
 #: ``norm_layer(num_channels) -> module``: the normalisation used by every model
@@ -147,13 +146,11 @@ def pad_grid(x: SparseTensor, multiple: int) -> SparseTensor:
     vanishes. Growing the grid to a multiple of the total stride keeps every site on every
     level; coordinates, world geometry and row order are unchanged. Returns ``x`` itself
     when its grid already fits (then its kernel-map cache is used); otherwise the features
-    on a new coordinate set with its own cache.
+    on the grown-grid copy of its coordinate set (:meth:`CoordinateSet.on_grid`, cached on
+    ``x``'s set, so repeated calls on the same coordinates reuse its maps).
     """
     shape = x.spatial_shape
     padded = tuple(-(-n // multiple) * multiple for n in shape)
     if padded == shape:
         return x
-    cs = x.coordinate_set
-    return SparseTensor.from_coordinate_set(
-        x.feats, CoordinateSet(cs.coords, padded, cs.batch_size, cs.voxel_size, cs.origin)
-    )
+    return SparseTensor.from_coordinate_set(x.feats, x.coordinate_set.on_grid(padded))

@@ -91,8 +91,10 @@ class MinkUNet(nn.Module):
     would drop the last slab of an odd extent, so the network runs on the input's sites in a
     grid grown to a multiple of 16 (:func:`~sparseconv.models.blocks.pad_grid`). When the
     input's ``spatial_shape`` is already a multiple of 16 the maps are built and cached on
-    the input's own coordinate set; otherwise on an internal copy of it (grown grid, same
-    sites and rows), and the output is placed back on the input's coordinate set.
+    the input's own coordinate set; otherwise on a copy of it (grown grid, same sites and
+    rows) that the input's set caches (:meth:`~sparseconv.engine.CoordinateSet.on_grid`), so
+    later calls on the same coordinates reuse the maps; the output is placed back on the
+    input's coordinate set.
 
     Args:
         in_channels: input feature channels (e.g. 4 for ``x, y, z, intensity``).

@@ -299,6 +299,8 @@ def _tile_order(in_rows, out_rows, bounds, tile, num_tiles):
 # ---------------------------------------------------------------- public functions
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_TILES_KEY = ("numba_tiles", _TILE)
+SUPPORTED = "CPU float32/float64 features, injective kernel maps and no pair_weights"
 
 
 def supports(feats, weight, kernel_map, pair_weights=None) -> bool:
@@ -325,6 +327,31 @@ def _tiles(kmap) -> tuple:
     return _tile_order(as_numpy(kmap.in_rows), as_numpy(kmap.out_rows), bounds, _TILE, num_tiles)
 
 
+def _tile_tensors(kmap) -> tuple:
+    """:func:`_tiles` as tensors sharing the arrays' memory (cached on the map, so a compiled graph
+    sees the same tensors on every call)."""
+    return tuple(torch.from_numpy(array) for array in kmap.derived(_TILES_KEY, _tiles))
+
+
+def map_tensors(kmap, backward: bool) -> list:
+    """The tile layout of ``kmap`` (three tensors) and, with ``backward``, that of its transpose
+    (three more), built once per map: what the registered op hands to :func:`attach_map_tensors`."""
+    tensors = list(kmap.derived(("numba_tile_tensors", _TILE), _tile_tensors))
+    if backward:
+        tensors += kmap.transpose().derived(("numba_tile_tensors", _TILE), _tile_tensors)
+    return tensors
+
+
+def attach_map_tensors(kmap, tensors) -> None:
+    """Cache the layouts of :func:`map_tensors` on ``kmap`` (a map rebuilt from tensors), so
+    :func:`forward` and :func:`backward` do not sort its pairs again. Layouts not given are built
+    when needed."""
+    for target, start in ((kmap, 0), (kmap.transpose(), 3)):
+        if len(tensors) >= start + 3:
+            arrays = tuple(as_numpy(t) for t in tensors[start : start + 3])
+            target.derived(_TILES_KEY, lambda _map, arrays=arrays: arrays)
+
+
 def _run(x, w, kmap, out, skip, zero_first):
     """``out (+)= pairs(x) @ w`` over every offset of ``kmap`` but ``skip``, in place (contiguous
     tensors); ``zero_first``: overwrite ``out`` rather than add to it."""
@@ -337,7 +364,7 @@ def _run(x, w, kmap, out, skip, zero_first):
     np_dtype = _DTYPES[x.dtype]
     lanes = vector_lanes(x.element_size() * 8)
     groups, c_in, c_out = w.shape[1:]
-    tiled_in, tiled_out, group_bounds = kmap.derived(("numba_tiles", _TILE), _tiles)
+    tiled_in, tiled_out, group_bounds = kmap.derived(_TILES_KEY, _tiles)
     with TorchThreads():
         _gemm_tiles(
             as_numpy(x).reshape(-1), as_numpy(w).reshape(-1), tiled_in, tiled_out, group_bounds,
@@ -397,7 +424,7 @@ def backward(feats, weight, pair_weights, grad_out, kmap, needs):
         return grad_feats, grad_weight, None
     transposed = kmap.transpose()
     # the transposed map's pairs (o, i) grouped by tiles of input rows i
-    rows_o, rows_i, group_bounds = transposed.derived(("numba_tiles", _TILE), _tiles)
+    rows_o, rows_i, group_bounds = transposed.derived(_TILES_KEY, _tiles)
     weight_bytes = weight.numel() * weight.element_size() if need_weight else 0
     part_tiles = _part_tiles(group_bounds, kmap.kernel_volume, weight_bytes)
     np_dtype = _DTYPES[feats.dtype]

@@ -138,3 +138,20 @@ def backward(feats, weight, pair_weights, grad_out, kmap: KernelMap, needs):
         if need_feats:
             _accumulate(grad_feats, in_rows, back.mul_(a_k), kmap.injective, acc_buffer)
     return grad_feats, grad_weight, grad_pairs
+
+
+SUPPORTED = "every case (any device and floating dtype, pair weights, non-injective maps)"
+
+
+def supports(feats, weight, kernel_map, pair_weights=None) -> bool:
+    """The reference path computes every case."""
+    return True
+
+
+def map_tensors(kmap: KernelMap, backward: bool) -> list:
+    """Nothing beyond the map's own pairs is needed."""
+    return []
+
+
+def attach_map_tensors(kmap: KernelMap, tensors) -> None:
+    """Nothing to attach (see :func:`map_tensors`)."""

@@ -338,3 +338,38 @@ class TritonConv:
         if need_weight:
             grad_weight = _weight_grad(feats, grad_out, weight, kmap, self.allow_tf32)
         return grad_feats, grad_weight, None
+
+
+# ------------------------------------------------------------------------- the backend's interface
+
+SUPPORTED = "CUDA float32/float16/bfloat16 features, injective kernel maps and no pair_weights"
+_EXACT = TritonConv(allow_tf32=False)
+forward = _EXACT.forward
+backward = _EXACT.backward
+_PLAN_TENSORS = 5  # order, table, tile_offsets, tile_counts, offset bounds
+
+
+def _plan_tensors(kmap) -> list:
+    plan = _plan(kmap)
+    return [plan.order, plan.table, plan.tile_offsets, plan.tile_counts, _bounds(kmap)]
+
+
+def map_tensors(kmap, backward: bool) -> list:
+    """The forward plan of ``kmap`` (and, with ``backward``, of its transpose) and its offset bounds
+    as tensors, built once per map: what the registered op hands to :func:`attach_map_tensors`."""
+    tensors = _plan_tensors(kmap)
+    if backward:
+        tensors += _plan_tensors(kmap.transpose())
+    return tensors
+
+
+def attach_map_tensors(kmap, tensors) -> None:
+    """Cache the plans of :func:`map_tensors` on ``kmap`` (a map the registered op rebuilt from its
+    tensors), so the kernels do not rebuild them; plans not given are built when needed."""
+    block_m = _BLOCK_M_INTERPRETED if interpreting() else _BLOCK_M
+    for target, start in ((kmap, 0), (kmap.transpose(), _PLAN_TENSORS)):
+        if len(tensors) >= start + _PLAN_TENSORS:
+            order, table, tile_offsets, tile_counts, bounds = tensors[start:start + _PLAN_TENSORS]
+            plan = _Plan(order, table, tile_offsets, tile_counts, block_m)
+            target.derived(("triton_plan", block_m), lambda _map, plan=plan: plan)
+            target.derived("triton_offset_bounds", lambda _map, bounds=bounds: bounds)

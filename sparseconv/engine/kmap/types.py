@@ -23,10 +23,12 @@ if TYPE_CHECKING:  # the coordinate set imports this package to build maps; the 
 
 Triple = Tuple[int, int, int]
 KINDS = ("submanifold", "conv", "transposed")
-SetRef = Union["CoordinateSet", "weakref.ReferenceType[CoordinateSet]"]
+SetRef = Union[None, "CoordinateSet", "weakref.ReferenceType[CoordinateSet]"]
 
 
 def _resolve(ref: SetRef, role: str) -> "CoordinateSet":
+    if ref is None:
+        raise RuntimeError(f"this kernel map was rebuilt from tensors and does not know its {role} coordinate set")
     if not isinstance(ref, weakref.ReferenceType):
         return ref
     target = ref()
@@ -68,14 +70,15 @@ class KernelMap:
     """Immutable rulebook: pairs of offset ``k`` are ``in_rows[b[k]:b[k+1]]`` / ``out_rows[...]``.
 
     Attributes:
-        key: the parameters it was built for.
+        key: the parameters it was built for (None for a map the registered core op rebuilds from
+            its tensor arguments, :func:`sparseconv.engine.op.kernel_map_from_tensors`).
         in_rows, out_rows: int64 ``[P]``, grouped by offset.
         offset_bounds: ``K + 1`` Python ints delimiting each offset's pairs (no device sync to read).
         num_inputs, num_outputs: rows of the input and output feature matrices.
         input_ref, output_ref: the coordinate sets of the inputs and the outputs (the input's own
             for submanifold maps), each held strongly or as a ``weakref.ref`` (the set that caches
             the map is held weakly, see the module docstring); read them as :attr:`input` and
-            :attr:`output`.
+            :attr:`output`. None in a map rebuilt from tensors (its coordinate sets are unknown).
         identity_offset: an offset whose pairs are exactly ``(i, i)`` for every row, or None;
             the core op skips its gather and scatter.
         injective: within one offset every input row and every output row appears at most once
@@ -84,7 +87,7 @@ class KernelMap:
             core op accumulates with a scatter-add instead of gather-add-copy.
     """
 
-    key: KernelMapKey
+    key: Optional[KernelMapKey]
     in_rows: torch.Tensor
     out_rows: torch.Tensor
     offset_bounds: Tuple[int, ...]
