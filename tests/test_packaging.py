@@ -70,3 +70,16 @@ def test_py_typed_and_license_ship():
     assert (ROOT / "sparseconv" / "py.typed").exists()
     assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert PYPROJECT["project"]["license"] == {"text": "Apache-2.0"}
+
+
+def test_demo_without_open3d_names_the_extra(monkeypatch, tmp_path, capsys):
+    """`sparseconv demo` simulates its scan with Open3D: without it, exit 2 and one line naming the
+    extra (not "internal error ... this is a bug", exit 3), and no picture written."""
+    from sparseconv.app import cli
+
+    monkeypatch.setitem(sys.modules, "open3d", None)
+    code = cli.main(["demo", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "pip install 'sparseconv[open3d]'" in err and "internal error" not in err
+    assert list(tmp_path.iterdir()) == []
