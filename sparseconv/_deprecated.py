@@ -2,9 +2,11 @@
 :class:`DeprecationWarning` that names the new path.
 
 ``import sparseconv.core`` / ``from sparseconv.kernel_map import KernelMapKey`` are answered by a
-meta-path finder that returns an alias of the new module; ``sparseconv.functional`` (attribute
+meta-path finder that warns and hands back the new module itself (so ``sparseconv.core is
+sparseconv.engine.core`` and patching either patches both); ``sparseconv.functional`` (attribute
 access without an import) by the package's ``__getattr__``. ``sparseconv.voxelize`` stays the
-function: its module alias is callable, so it stays right even after ``import sparseconv.voxelize``.
+function: its old module path gets a callable alias instead, so the package attribute the import
+binds still voxelizes.
 """
 from __future__ import annotations
 
@@ -28,7 +30,13 @@ MOVED = {
     "sparseconv.functional": "sparseconv.nn.functional",
     "sparseconv.deform": "sparseconv.nn.functional.deform",
     "sparseconv.dynamic": "sparseconv.nn.functional.dynamic",
+    "sparseconv.cli": "sparseconv.app.cli",
+    "sparseconv.demo": "sparseconv.app.demo",
+    "sparseconv.checks": "sparseconv.app.checks",
+    "sparseconv.render": "sparseconv.viz",
 }
+# old paths that are also the name of a function in the package namespace
+_CALLABLE = {"sparseconv.voxelize": "voxelize"}
 
 
 def warn_moved(old: str, stacklevel: int = 3) -> None:
@@ -39,8 +47,9 @@ def warn_moved(old: str, stacklevel: int = 3) -> None:
     )
 
 
-class _ModuleAlias(types.ModuleType):
-    """Stands for the moved module: attribute reads go to it."""
+class _CallableModuleAlias(types.ModuleType):
+    """Stands for a moved module whose old path is also a package function's name: attribute reads
+    go to the new module, and calling it calls that function."""
 
     def __init__(self, old: str, new: str):
         super().__init__(old, f"Deprecated alias of {new}.")
@@ -52,36 +61,34 @@ class _ModuleAlias(types.ModuleType):
     def __dir__(self):
         return dir(importlib.import_module(self.__dict__["_target"]))
 
-
-class _CallableModuleAlias(_ModuleAlias):
-    """``sparseconv.voxelize`` is both a module path and the package's ``voxelize`` function."""
-
     def __call__(self, *args, **kwargs):
-        return self.voxelize(*args, **kwargs)
+        return getattr(self, _CALLABLE[self.__name__])(*args, **kwargs)
 
 
 class _AliasLoader(importlib.abc.Loader):
     def create_module(self, spec):
-        alias_type = _CallableModuleAlias if spec.name == "sparseconv.voxelize" else _ModuleAlias
-        module = alias_type(spec.name, MOVED[spec.name])
-        if spec.name == "sparseconv.backends":
-            module.__path__ = []  # a package, so "sparseconv.backends.numba_cpu" resolves too
-        return module
+        if spec.name in _CALLABLE:
+            return _CallableModuleAlias(spec.name, MOVED[spec.name])
+        return None  # a plain module, replaced by the new one in exec_module
 
     def exec_module(self, module):
+        old = module.__name__
         # stacklevel: past importlib's frames, to the line with the import statement
         warnings.warn(
-            f"{module.__name__} moved to {MOVED[module.__name__]}; the old path will be removed in sparseconv 0.3",
+            f"{old} moved to {MOVED[old]}; the old path will be removed in sparseconv 0.3",
             DeprecationWarning,
             stacklevel=8,
         )
+        if old not in _CALLABLE:
+            # the import system returns what sys.modules holds once this returns: the new module
+            sys.modules[old] = importlib.import_module(MOVED[old])
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname not in MOVED:
             return None
-        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(), is_package=fullname == "sparseconv.backends")
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader())
 
 
 def install() -> None:

@@ -321,7 +321,7 @@ def test_old_render_module_warns_and_still_works():
     import sys
 
     sys.modules.pop("sparseconv.render", None)
-    with pytest.warns(DeprecationWarning, match="sparseconv.render is deprecated; import from sparseconv.viz"):
+    with pytest.warns(DeprecationWarning, match="sparseconv.render moved to sparseconv.viz; the old path will be removed"):
         old = importlib.import_module("sparseconv.render")
     from sparseconv import viz
 
